@@ -79,6 +79,11 @@ class Phi3VConfig(Phi3Config):
     image_token_id: int | None = None
 
     def __post_init__(self, **kwargs):
+        # The official file pins flash-attention 2, an optional GPU package: the attention is
+        # chosen at load time instead (`attn_implementation=`, SDPA by default). Its `auto_map`
+        # points to the remote code these classes replace: not kept, so saved configs load natively.
+        kwargs.pop("_attn_implementation", None)
+        kwargs.pop("auto_map", None)
         if self.image_token_id is None and self.vocab_size > OFFICIAL_IMAGE_TOKEN_ID:
             self.image_token_id = OFFICIAL_IMAGE_TOKEN_ID
         self.embd_layer = {**DEFAULT_EMBD_LAYER, **(self.embd_layer or {})}
