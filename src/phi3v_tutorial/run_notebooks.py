@@ -1,0 +1,371 @@
+"""Run the course's notebooks headless, in order, with the parameters of a profile.
+
+    python -m phi3v_tutorial.run_notebooks --profile tiny [--only 01,02] [--run-dir runs/tiny]
+    python -m phi3v_tutorial.run_notebooks --strip
+
+Each notebook `notebooks/NN_name.ipynb` runs with papermill, in `notebooks/`, and receives the keys
+of `params/<profile>.yaml` that its `parameters` cell declares, plus `run_dir` (absolute). Executed
+copies go to `<run_dir>/executed/`, the notebooks record their metrics in `<run_dir>/metrics/`, and
+the runner writes `<run_dir>/timings.json` and `<run_dir>/versions.json`. The series stops at the
+first notebook that fails.
+"""
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import nbformat
+import papermill
+import torch
+import yaml
+from papermill.exceptions import PapermillExecutionError, strip_color
+
+from phi3v_tutorial.notebook_files import (
+    default_notebooks_dir,
+    notebook_number,
+    numbered_notebooks,
+    strip_all,
+)
+
+log = logging.getLogger(__name__)
+
+KERNEL_NAME = "python3"
+DEFAULT_CELL_TIMEOUT = 900  # seconds
+SUMMARY_PACKAGES = ("torch", "transformers", "peft")  # printed at the start; versions.json has all
+# Cells that papermill adds to the executed copy; they are not part of the notebook's source.
+PAPERMILL_TAGS = {"injected-parameters", "papermill-error-cell-tag"}
+SOURCE_HEAD_LINES = 6
+
+
+@dataclass(frozen=True)
+class NotebookResult:
+    notebook: str  # file name without ".ipynb", e.g. "02_sample_data"
+    status: str  # "ok", "failed" or "not run"
+    seconds: float | None
+    executed_copy: Path | None
+
+
+class SeriesSetupError(Exception):
+    """The series cannot start: a missing profile file, an unknown notebook number, ..."""
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook of the series did not run to its end.
+
+    `cell_index` counts the cells of the notebook as committed (markdown included) from 0;
+    `traceback` is the kernel's traceback when a cell raised.
+    """
+
+    def __init__(
+        self,
+        notebook: str,
+        problem: str,
+        executed_copy: Path,
+        cell_index: int | None = None,
+        cell_source: str = "",
+        traceback: str = "",
+    ):
+        self.notebook = notebook
+        self.problem = problem
+        self.executed_copy = executed_copy
+        self.cell_index = cell_index
+        self.cell_source = cell_source
+        self.traceback = traceback
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        where = f" in cell {self.cell_index}" if self.cell_index is not None else ""
+        lines = [f"notebook {self.notebook} failed{where}: {self.problem}"]
+        source_lines = self.cell_source.strip().splitlines()
+        lines += [f"  | {line}" for line in source_lines[:SOURCE_HEAD_LINES]]
+        if len(source_lines) > SOURCE_HEAD_LINES:
+            lines.append("  | ...")
+        lines.append(f"executed copy: {self.executed_copy}")
+        return "\n".join(lines)
+
+
+def run_series(
+    profile: str,
+    run_dir: str | Path | None = None,
+    only: Collection[int] | None = None,
+    notebooks_dir: str | Path | None = None,
+    params_file: str | Path | None = None,
+    cell_timeout: int = DEFAULT_CELL_TIMEOUT,
+    progress_bar: bool = True,
+) -> list[NotebookResult]:
+    """Run the numbered notebooks (those in `only`, by number, if given) and report their timings.
+
+    Defaults: `notebooks_dir` is the repository's `notebooks/`, `params_file` is
+    `<notebooks_dir>/../params/<profile>.yaml` and `run_dir` is `<notebooks_dir>/../runs/<profile>`.
+    Raises NotebookFailed at the first notebook that does not run to its end, after printing the
+    timing table and writing timings.json.
+    """
+    notebooks_dir = Path(notebooks_dir or default_notebooks_dir()).resolve()
+    course_root = notebooks_dir.parent
+    params_file = Path(params_file or course_root / "params" / f"{profile}.yaml")
+    run_dir = Path(run_dir or course_root / "runs" / profile).resolve()
+
+    try:
+        all_notebooks = numbered_notebooks(notebooks_dir)
+    except ValueError as error:
+        raise SeriesSetupError(str(error)) from None
+    if not all_notebooks:
+        raise SeriesSetupError(f"no notebooks named NN_name.ipynb in {notebooks_dir}")
+    profile_values = load_profile(params_file)
+    declared = {path: set(papermill.inspect_notebook(str(path))) for path in all_notebooks}
+    warn_about_unused_keys(profile_values, declared.values(), params_file)
+    notebooks = select_notebooks(all_notebooks, only, notebooks_dir)
+
+    versions = environment_versions()
+    write_json(run_dir / "versions.json", versions)
+    summary = " · ".join(f"{name} {versions['packages'].get(name)}" for name in SUMMARY_PACKAGES)
+    print(f"profile {profile} · python {versions['python']} · {summary}", flush=True)
+    print(f"run dir: {run_dir}", flush=True)
+
+    results: list[NotebookResult] = []
+    try:
+        for position, notebook in enumerate(notebooks, start=1):
+            print(f"\n[{position}/{len(notebooks)}] {notebook.stem}", flush=True)
+            parameters = {key: value for key, value in profile_values.items() if key in declared[notebook]}
+            parameters["run_dir"] = str(run_dir)
+            executed_copy = run_dir / "executed" / notebook.name
+            started, status = time.perf_counter(), "failed"
+            try:
+                execute_notebook(notebook, executed_copy, parameters, cell_timeout, progress_bar)
+                status = "ok"
+            finally:
+                seconds = time.perf_counter() - started
+                results.append(NotebookResult(notebook.stem, status, seconds, executed_copy))
+    finally:
+        results += [NotebookResult(path.stem, "not run", None, None) for path in notebooks[len(results) :]]
+        print("\n" + format_timings(results), flush=True)
+        write_timings(run_dir / "timings.json", profile, cell_timeout, results)
+    return results
+
+
+def load_profile(params_file: Path) -> dict:
+    if not params_file.is_file():
+        profiles = ", ".join(sorted(path.stem for path in params_file.parent.glob("*.yaml"))) or "none"
+        raise SeriesSetupError(
+            f"no parameters for profile {params_file.stem!r}: {params_file} does not exist (profiles there: {profiles})"
+        )
+    values = yaml.safe_load(params_file.read_text()) or {}
+    if not isinstance(values, dict):
+        raise SeriesSetupError(f"{params_file} must map parameter names to values")
+    if "run_dir" in values:
+        raise SeriesSetupError(f"{params_file} sets run_dir, which the runner sets itself (--run-dir)")
+    return values
+
+
+def warn_about_unused_keys(profile_values: dict, declared: Collection[set[str]], params_file: Path) -> None:
+    unused = set(profile_values).difference(*declared)
+    if unused:
+        log.warning(
+            "%s sets %s, which no notebook declares in its parameters cell",
+            params_file,
+            ", ".join(sorted(unused)),
+        )
+
+
+def select_notebooks(notebooks: list[Path], only: Collection[int] | None, notebooks_dir: Path) -> list[Path]:
+    if only is None:
+        return notebooks
+    available = {notebook_number(path) for path in notebooks}
+    missing = sorted(set(only) - available)
+    if missing:
+        raise SeriesSetupError(
+            f"no notebook numbered {', '.join(f'{number:02d}' for number in missing)} in {notebooks_dir} "
+            f"(there are {', '.join(f'{number:02d}' for number in sorted(available)) or 'none'})"
+        )
+    return [path for path in notebooks if notebook_number(path) in only]
+
+
+def execute_notebook(
+    notebook: Path, executed_copy: Path, parameters: dict, cell_timeout: int, progress_bar: bool
+) -> None:
+    """Execute one notebook into `executed_copy`; raise NotebookFailed unless every cell ran."""
+    executed_copy.parent.mkdir(parents=True, exist_ok=True)
+    executed_copy.unlink(missing_ok=True)  # a previous run's copy would misplace a failure
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(executed_copy),
+            parameters=parameters,
+            kernel_name=KERNEL_NAME,
+            cwd=str(notebook.parent),
+            execution_timeout=cell_timeout,
+            progress_bar=progress_bar,
+        )
+    except PapermillExecutionError as error:
+        raise NotebookFailed(
+            notebook.stem,
+            f"{error.ename}: {error.evalue}",
+            executed_copy,
+            cell_index=last_started_cell(executed_copy),
+            cell_source=error.source,
+            traceback=strip_color("\n".join(error.traceback)),
+        ) from None
+    except Exception as error:  # a cell timeout, a dead kernel, a kernel that would not start
+        cell_index = last_started_cell(executed_copy)
+        cell_source = source_cells(executed_copy)[cell_index].source if cell_index is not None else ""
+        first_line = next(iter(str(error).strip().splitlines()), "")
+        raise NotebookFailed(
+            notebook.stem,
+            f"{type(error).__name__}: {first_line}",
+            executed_copy,
+            cell_index=cell_index,
+            cell_source=cell_source,
+        ) from error
+
+    cells = source_cells(executed_copy)
+    unexecuted = [
+        index
+        for index, cell in enumerate(cells)
+        if cell.cell_type == "code" and cell.source.strip() and cell.execution_count is None
+    ]
+    if unexecuted:
+        raise NotebookFailed(
+            notebook.stem,
+            f"code cells {', '.join(map(str, unexecuted))} never ran "
+            "(an earlier cell that called sys.exit()? a `skip-execution` tag?)",
+            executed_copy,
+            cell_index=unexecuted[0],
+            cell_source=cells[unexecuted[0]].source,
+        )
+
+
+def source_cells(executed_copy: Path) -> list:
+    """The cells of an executed copy that come from the notebook itself, in its order."""
+    if not executed_copy.exists():
+        return []
+    cells = nbformat.read(executed_copy, as_version=4).cells
+    return [cell for cell in cells if not PAPERMILL_TAGS & set(cell.metadata.get("tags", []))]
+
+
+def last_started_cell(executed_copy: Path) -> int | None:
+    """Index of the cell that was running when execution stopped (papermill times each cell)."""
+    started = [
+        index
+        for index, cell in enumerate(source_cells(executed_copy))
+        if cell.metadata.get("papermill", {}).get("start_time")
+    ]
+    return started[-1] if started else None
+
+
+def environment_versions() -> dict:
+    packages = {dist.metadata["Name"]: dist.version for dist in metadata.distributions() if dist.metadata["Name"]}
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "executable": sys.executable,
+        # Not the device name: asking for it would initialise CUDA in this process, which only
+        # waits for the kernels. The notebooks, which use the device, can record it.
+        "torch_cuda": torch.version.cuda,
+        "packages": dict(sorted(packages.items(), key=lambda item: item[0].lower())),
+    }
+
+
+def format_timings(results: list[NotebookResult]) -> str:
+    width = max([len("notebook")] + [len(result.notebook) for result in results])
+    lines = [f"{'notebook':<{width}}  {'seconds':>8}  status"]
+    for result in results:
+        seconds = "-" if result.seconds is None else f"{result.seconds:.1f}"
+        lines.append(f"{result.notebook:<{width}}  {seconds:>8}  {result.status}")
+    total = sum(result.seconds or 0.0 for result in results)
+    lines.append(f"{'total':<{width}}  {total:>8.1f}")
+    return "\n".join(lines)
+
+
+def write_timings(path: Path, profile: str, cell_timeout: int, results: list[NotebookResult]) -> None:
+    write_json(
+        path,
+        {
+            "profile": profile,
+            "cell_timeout": cell_timeout,
+            "total_seconds": sum(result.seconds or 0.0 for result in results),
+            "notebooks": [
+                {
+                    "notebook": result.notebook,
+                    "seconds": result.seconds,
+                    "status": result.status,
+                    "executed_copy": str(result.executed_copy) if result.executed_copy else None,
+                }
+                for result in results
+            ],
+        },
+    )
+
+
+def write_json(path: Path, value: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2) + "\n")
+
+
+def parse_numbers(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected notebook numbers separated by commas, e.g. 01,02; got {text!r}"
+        ) from None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m phi3v_tutorial.run_notebooks",
+        description="Run the course's notebooks in order with a profile's parameters, or strip their outputs.",
+    )
+    parser.add_argument("--profile", default="tiny", help="params/<profile>.yaml to run with (default: tiny)")
+    parser.add_argument("--only", type=parse_numbers, help="run only these notebook numbers, e.g. 01,02")
+    parser.add_argument("--run-dir", type=Path, help="where results go (default: runs/<profile> in the repository)")
+    parser.add_argument(
+        "--cell-timeout",
+        type=int,
+        default=DEFAULT_CELL_TIMEOUT,
+        help=f"seconds one cell may run (default: {DEFAULT_CELL_TIMEOUT})",
+    )
+    parser.add_argument("--notebooks", type=Path, help="the notebooks folder (default: notebooks/ in the repository)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    parser.add_argument(
+        "--strip", action="store_true", help="clear outputs and execution counts of the notebooks in place, run nothing"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        notebooks_dir = args.notebooks or default_notebooks_dir()
+        if args.strip:
+            for path in strip_all(notebooks_dir):
+                print(f"stripped {path}")
+            return 0
+        run_series(
+            args.profile,
+            run_dir=args.run_dir,
+            only=args.only,
+            notebooks_dir=notebooks_dir,
+            cell_timeout=args.cell_timeout,
+            progress_bar=not args.no_progress,
+        )
+    except (SeriesSetupError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except NotebookFailed as failure:
+        if failure.traceback:
+            print(f"\n{failure.traceback}", file=sys.stderr)
+        print(f"\nFAILED: {failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
