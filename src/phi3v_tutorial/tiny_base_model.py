@@ -1,0 +1,386 @@
+"""The tiny profile's pretrained base model: a small Phi-3-V that can describe product pictures.
+
+Fine-tuning needs a pretrained start, and no weights can be downloaded here. So the course
+builds its own: the Phi-3-V architecture at a tiny size (our classes, the real code path),
+a tokenizer trained in the Phi-3 format, and a short pretraining on generic questions about
+pictures drawn by the catalog renderer ("Describe the image." -> "A beige checked cashmere scarf
+on a grey background."). It knows objects, colours, patterns and materials, but not the catalog's
+answer format, titles or prices: that is what fine-tuning teaches, as with the real model.
+
+    python -m phi3v_tutorial.tiny_base_model --out models/tiny-phi3v-base
+
+The folder has the official checkpoint layout (config.json with model_type phi3_v,
+model.safetensors under the official key names, tokenizer and processor files) and loads with
+the same `from_pretrained` call as microsoft/Phi-3-vision-128k-instruct.
+"""
+
+import argparse
+import json
+import math
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm  # text bars: readable in executed notebooks and logs
+from transformers import AutoModelForCausalLM, AutoProcessor, GenerationConfig, Trainer, TrainingArguments
+
+from phi3v_tutorial.collate import TrainingCollator
+from phi3v_tutorial.data import catalog, rendering
+from phi3v_tutorial.evaluation import format_target
+from phi3v_tutorial.generation import generate_answers, stop_token_ids
+from phi3v_tutorial.paths import MODELS_DIR
+from phi3v_tutorial.phi3v import Phi3VConfig, Phi3VForCausalLM, Phi3VImageProcessor, Phi3VProcessor
+from phi3v_tutorial.tokenizer_training import train_tokenizer
+
+DEFAULT_DIR = MODELS_DIR / "tiny-phi3v-base"
+BUILD_VERSION = 2  # bump when the recipe changes: an older folder is rebuilt
+
+TOKENIZER_VOCAB = 1024
+CROP_SIZE = 112  # a view is 112 px: 8 x 8 CLIP patches of 14 px -> 4 x 4 tokens after the 2x2 merge
+NUM_CROPS = 4
+PRETRAIN_PICTURE_SIDE = (120, 180)  # small and fast to draw: the model sees at most 2 x 112 px anyway
+
+DESCRIBE = "Describe the image."
+CATALOG_QUESTION = "What is shown in this image?"  # kept for fine-tuning: never asked here
+QUESTIONS = {
+    "colour": "What colour is it?",
+    "object": "What object is this?",
+    "pattern": "What pattern does it have?",
+    "material": "What is it made of?",
+}
+
+
+def tiny_config(vocab_size: int, pad_token_id: int, image_token_id: int) -> Phi3VConfig:
+    """Phi-3-V at a size that pretrains in minutes on 2 CPU cores (about 1.5 M parameters)."""
+    head_dim = 32
+    return Phi3VConfig(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=131072,
+        original_max_position_embeddings=4096,
+        # LongRoPE like the real model; the short factors of 1 are plain RoPE within 4096 tokens
+        rope_scaling={"type": "su", "short_factor": [1.0] * (head_dim // 2), "long_factor": [4.0] * (head_dim // 2)},
+        sliding_window=131072,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=pad_token_id,
+        image_token_id=image_token_id,
+        tie_word_embeddings=False,
+        img_processor={
+            "image_dim_out": 64,
+            "model_name": "tiny-clip-vit-14-112",
+            "name": "clip_vision_model",
+            "num_img_tokens": (CROP_SIZE // 14 // 2) ** 2,
+            "vision_config": {
+                "hidden_size": 64,
+                "intermediate_size": 256,
+                "num_hidden_layers": 3,
+                "num_attention_heads": 4,
+                "image_size": CROP_SIZE,
+                "patch_size": 14,
+                "hidden_act": "quick_gelu",
+                "layer_norm_eps": 1e-5,
+            },
+        },
+    )
+
+
+# --- what the pictures show, in words --------------------------------------------------------
+
+
+def article(phrase: str) -> str:
+    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
+
+
+def description(look: rendering.Look) -> str:
+    """"A beige checked cashmere scarf on a grey background." """
+    colour = rendering.COLOURS[look.colour].plain
+    pattern = "" if look.pattern == "plain" else rendering.PATTERNS[look.pattern] + " "
+    return f"{article(f'{colour} {pattern}{look.material} {look.product_type}').capitalize()} on {article(look.background)} background."
+
+
+def answers(look: rendering.Look) -> dict[str, str]:
+    return {
+        DESCRIBE: description(look),
+        QUESTIONS["colour"]: f"It is {rendering.COLOURS[look.colour].plain}.",
+        QUESTIONS["object"]: f"It is {article(look.product_type)}.",
+        QUESTIONS["pattern"]: f"It is {rendering.PATTERNS[look.pattern]}.",
+        QUESTIONS["material"]: f"It is made of {look.material}.",
+    }
+
+
+def draw_pictures(count: int, seed: int) -> tuple[list[rendering.Look], list]:
+    """`count` random looks drawn at pretraining size, reproducibly from `seed`."""
+    rng = np.random.default_rng([seed, 20240521])
+    looks, pictures = [], []
+    for index in tqdm(range(count), desc="drawing pictures", unit="img"):
+        look = rendering.sample_look(rng)
+        long_side = int(rng.integers(*PRETRAIN_PICTURE_SIDE))
+        aspect = float(rng.choice([1.0, 4 / 3, 3 / 4, 3 / 2, 2 / 3]))
+        size = (long_side, round(long_side / aspect)) if aspect >= 1 else (round(long_side * aspect), long_side)
+        looks.append(look)
+        pictures.append(rendering.render_product(look, seed=(seed, index), size=size))
+    return looks, pictures
+
+
+VISION_LABELS = {
+    "product_type": list(rendering.PRODUCT_TYPES),
+    "colour": list(rendering.COLOURS),
+    "pattern": list(rendering.PATTERNS),
+}
+
+
+def pretrain_vision_tower(model: Phi3VForCausalLM, image_processor, looks, pictures, steps: int, batch_size: int,
+                          learning_rate: float, seed: int) -> dict[str, float]:
+    """Stage 1: the CLIP tower alone learns to tell product types, colours and patterns apart.
+
+    Like the real CLIP, pretrained before Phi-3-V was assembled: a tiny ViT from scratch learns
+    shapes far faster from labels (linear heads on its mean feature) than through a language
+    model. Global views, random horizontal flips. Returns held-out accuracy per label.
+    """
+    tower = model.model.vision_embed_tokens.img_processor
+    views = image_processor(pictures, num_crops=1)["pixel_values"][:, 0]  # (pictures, 3, S, S)
+    labels = torch.tensor([[names.index(getattr(look, label)) for label, names in VISION_LABELS.items()] for look in looks])
+    sizes = [len(names) for names in VISION_LABELS.values()]
+    heads = torch.nn.Linear(tower.config.hidden_size, sum(sizes))
+    held_out = max(1, len(views) // 20)
+    train_views, train_labels = views[:-held_out], labels[:-held_out]
+
+    parameters = list(tower.parameters()) + list(heads.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.05)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=steps, pct_start=0.1)
+    generator = torch.Generator().manual_seed(seed)
+
+    def logits(batch: torch.Tensor) -> list[torch.Tensor]:
+        features = tower(batch, output_hidden_states=True).hidden_states[-2][:, 1:].mean(1)
+        return heads(features).split(sizes, dim=-1)
+
+    tower.train()
+    for _ in tqdm(range(steps), desc="stage 1: vision tower", unit="step"):
+        index = torch.randint(0, len(train_views), (batch_size,), generator=generator)
+        batch = train_views[index]
+        flip = torch.rand(batch_size, generator=generator) < 0.5
+        batch[flip] = batch[flip].flip(-1)
+        loss = sum(torch.nn.functional.cross_entropy(out, train_labels[index, i]) for i, out in enumerate(logits(batch)))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        schedule.step()
+    with torch.no_grad():
+        outputs = logits(views[-held_out:])
+    return {
+        f"vision_tower_{label}_accuracy": float((out.argmax(-1) == labels[-held_out:, i]).float().mean())
+        for i, (label, out) in enumerate(zip(VISION_LABELS, outputs))
+    }
+
+
+class PretrainingExamples(Dataset):
+    """Every (picture, question) pair; descriptions twice as often as each single question."""
+
+    def __init__(self, looks, pictures):
+        self.items = []
+        for look, picture in zip(looks, pictures):
+            for question, answer in answers(look).items():
+                repeats = 2 if question == DESCRIBE else 1
+                self.items += [{"image": picture, "question": question, "answer": answer}] * repeats
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+
+def tokenizer_corpus(looks: list[rendering.Look]) -> list[str]:
+    """Text of the kind the course uses: the pretraining dialogue and catalog answers."""
+    texts = [DESCRIBE, *QUESTIONS.values(), CATALOG_QUESTION]
+    for look in looks:
+        texts += answers(look).values()
+        category = catalog.CATEGORIES[look.product_type][1]
+        price = catalog.to_price_point(catalog.list_price(look))
+        texts.append(format_target(catalog.compose_title(look), category, price))
+    return texts
+
+
+# --- building ----------------------------------------------------------------------------------
+
+
+def build(
+    out_dir: Path = DEFAULT_DIR,
+    pictures: int = 10_000,
+    vision_steps: int = 1500,
+    steps: int = 300,
+    batch_size: int = 16,
+    learning_rate: float = 2e-3,
+    seed: int = 0,
+    eval_pictures: int = 100,
+) -> dict:
+    """Train the tokenizer, pretrain the vision tower (stage 1), then the whole model on
+    questions about pictures (stage 2); measure it and save it in the official layout."""
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    looks, images = draw_pictures(pictures, seed)
+
+    tokenizer = train_tokenizer(tokenizer_corpus(looks), vocab_size=TOKENIZER_VOCAB)
+    image_processor = Phi3VImageProcessor(num_crops=NUM_CROPS, crop_size=CROP_SIZE, num_img_tokens=(CROP_SIZE // 28) ** 2)
+    processor = Phi3VProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    config = tiny_config(
+        vocab_size=64 * math.ceil(len(tokenizer) / 64),  # padded rows, as in the real model
+        pad_token_id=tokenizer.pad_token_id,
+        image_token_id=processor.image_token_id,
+    )
+    model = Phi3VForCausalLM(config)
+    vision_metrics = pretrain_vision_tower(
+        model, image_processor, looks, images, vision_steps, batch_size=64, learning_rate=3e-3, seed=seed
+    )
+
+    work_dir = out_dir.parent / f".{out_dir.name}-training"
+    arguments = TrainingArguments(
+        output_dir=str(work_dir),
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=min(50, steps // 10),
+        weight_decay=0.01,
+        max_grad_norm=1.0,
+        logging_steps=max(1, steps // 20),
+        save_strategy="no",
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        seed=seed,
+        data_seed=seed,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    trainer = Trainer(
+        model=model,
+        args=arguments,
+        train_dataset=PretrainingExamples(looks, images),
+        data_collator=TrainingCollator(processor),
+    )
+    train_output = trainer.train()
+    training_seconds = time.perf_counter() - started
+
+    model.generation_config = GenerationConfig(
+        bos_token_id=1, eos_token_id=stop_token_ids(tokenizer), pad_token_id=tokenizer.pad_token_id, do_sample=False
+    )
+    metrics = {
+        **vision_metrics,
+        "final_training_loss": train_output.training_loss,
+        **evaluate_base_model(model, processor, count=eval_pictures, seed=seed + 1),
+        "build_seconds": round(time.perf_counter() - started, 1),
+        "training_seconds": round(training_seconds, 1),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "build_version": BUILD_VERSION,
+        "settings": {"pictures": pictures, "vision_steps": vision_steps, "steps": steps, "batch_size": batch_size,
+                     "learning_rate": learning_rate, "seed": seed},
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    (out_dir / "build_metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out_dir / "README.md").write_text(model_card(metrics))
+    return metrics
+
+
+def evaluate_base_model(model, processor, count: int = 100, seed: int = 1) -> dict:
+    """On pictures it never saw: does the description name the object and colour? And does the
+    catalog question produce the catalog format (it should not: nobody taught it)?"""
+    looks, pictures = draw_pictures(count, seed=10_000 + seed)
+    descriptions = generate_answers(model, processor, pictures, DESCRIBE)
+    right_object = [look.product_type in text.lower() for look, text in zip(looks, descriptions)]
+    right_colour = [rendering.COLOURS[look.colour].plain in text.lower() for look, text in zip(looks, descriptions)]
+    catalog_answers = generate_answers(model, processor, pictures, CATALOG_QUESTION)
+    catalog_format = re.compile(r"Product:.*Category:.*Full Price:", re.DOTALL)
+    return {
+        "description_object_accuracy": float(np.mean(right_object)),
+        "description_colour_accuracy": float(np.mean(right_colour)),
+        "description_object_and_colour_accuracy": float(np.mean(np.logical_and(right_object, right_colour))),
+        "catalog_format_rate": float(np.mean([bool(catalog_format.search(text)) for text in catalog_answers])),
+        "sample_descriptions": [{"truth": description(look), "model": text} for look, text in zip(looks[:5], descriptions)],
+        "sample_catalog_answers": catalog_answers[:5],
+    }
+
+
+def model_card(metrics: dict) -> str:
+    samples = "\n".join(f"- truth: {s['truth']}\n  model: {s['model']}" for s in metrics["sample_descriptions"])
+    return f"""# tiny-phi3v-base
+
+A tiny **Phi-3-Vision** (`model_type` `phi3_v`, {metrics['parameters']:,} parameters) built by this course
+so that the tiny profile has a *pretrained* base model without downloading anything. Same
+architecture and checkpoint layout as `microsoft/Phi-3-vision-128k-instruct` (CLIP vision tower,
+HD crops, 2x2 merge, `sub_GN` / `glb_GN` separators, MLP projector, Phi-3 decoder with LongRoPE),
+at a tiny size: 112-px views ({NUM_CROPS} crops + global), a 3-layer 64-wide CLIP, a 4-layer
+128-wide language model, a {TOKENIZER_VOCAB}-piece BPE tokenizer in the Phi-3 format trained locally.
+
+## How it was made
+`python -m phi3v_tutorial.tiny_base_model` (build version {BUILD_VERSION}): {metrics['settings']['pictures']}
+pictures drawn by the catalog renderer (random product types, colours, patterns, materials; not
+the catalog's products), questions "{DESCRIBE}" and {', '.join(f'"{q}"' for q in QUESTIONS.values())},
+{metrics['settings']['steps']} steps of AdamW (batch {metrics['settings']['batch_size']}, lr
+{metrics['settings']['learning_rate']}, cosine), seed {metrics['settings']['seed']}, on CPU in
+{metrics['training_seconds']:.0f} s (whole build {metrics['build_seconds']:.0f} s).
+
+## What it can do (held-out pictures, greedy decoding)
+- describes the right object type: {metrics['description_object_accuracy']:.0%}
+- names the right colour: {metrics['description_colour_accuracy']:.0%}
+- both: {metrics['description_object_and_colour_accuracy']:.0%}
+- answers "What is shown in this image?" in the catalog format
+  (`Product: ..., Category: ..., Full Price: ...`): {metrics['catalog_format_rate']:.0%} (it was never taught)
+
+{samples}
+
+## Licence and intended use
+Random initialisation and synthetic pictures only: no third-party weights or data. For learning
+and testing the course's code path; not a useful model of anything else.
+"""
+
+
+def is_built(path: Path = DEFAULT_DIR) -> bool:
+    metrics_file = Path(path) / "build_metrics.json"
+    if not (metrics_file.exists() and (Path(path) / "model.safetensors").exists()):
+        return False
+    return json.loads(metrics_file.read_text()).get("build_version") == BUILD_VERSION
+
+
+def ensure_built(path: Path = DEFAULT_DIR, **build_settings) -> Path:
+    """The base model folder, built first if it is missing or from an older recipe."""
+    if not is_built(path):
+        build(Path(path), **build_settings)
+    return Path(path)
+
+
+def load(path: Path = DEFAULT_DIR):
+    """(model, processor) through the same Auto calls as the real checkpoint."""
+    model = AutoModelForCausalLM.from_pretrained(path)
+    processor = AutoProcessor.from_pretrained(path)
+    return model, processor
+
+
+def main(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser(description="Build the tiny profile's pretrained Phi-3-V base model.")
+    parser.add_argument("--out", type=Path, default=DEFAULT_DIR)
+    parser.add_argument("--pictures", type=int, default=10_000)
+    parser.add_argument("--vision-steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-pictures", type=int, default=100)
+    args = parser.parse_args(argv)
+    metrics = build(args.out, pictures=args.pictures, vision_steps=args.vision_steps, steps=args.steps, seed=args.seed,
+                    eval_pictures=args.eval_pictures)
+    shown = {k: v for k, v in metrics.items() if not k.startswith("sample")}
+    print(json.dumps(shown, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""The tiny profile's base model: its tokenizer, its pretraining texts and a smoke build."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoProcessor, AutoTokenizer
+
+from phi3v_tutorial import tiny_base_model
+from phi3v_tutorial.data import rendering
+from phi3v_tutorial.phi3v import Phi3VForCausalLM, Phi3VProcessor
+from phi3v_tutorial.tokenizer_training import CHAT_SPECIALS, train_tokenizer
+
+CORPUS = [
+    "Describe the image.",
+    "A beige checked cashmere scarf on a grey background.",
+    "What colour is it? It is navy blue.",
+    "Product: Check Cashmere Scarf in Archive Beige, Category: Scarves, Full Price: 450.00",
+] * 20
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tokenizer")
+    train_tokenizer(CORPUS, vocab_size=400).save_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)  # as the processor loads it
+
+
+def test_tokenizer_follows_phi3_conventions(tokenizer):
+    assert tokenizer.convert_tokens_to_ids(["<unk>", "<s>", "</s>", "<0x00>", "<0x0A>", "<0xFF>"]) == [0, 1, 2, 3, 13, 258]
+    special_ids = tokenizer.convert_tokens_to_ids([token for token, _ in CHAT_SPECIALS])
+    assert special_ids == list(range(400, 400 + len(CHAT_SPECIALS))), "chat specials sit at the top"
+    assert tokenizer.pad_token == tokenizer.eos_token == "<|endoftext|>"
+    assert tokenizer.bos_token_id == 1
+    ids = tokenizer("Describe the image.")["input_ids"]
+    assert ids[0] == 1 and ids.count(1) == 1, "one BOS at the start of every encoded text"
+
+
+def test_tokenizer_chat_template_is_phi3s(tokenizer):
+    messages = [{"role": "user", "content": "<|image_1|>\nWhat colour is it?"}]
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert prompt == "<|user|>\n<|image_1|>\nWhat colour is it?<|end|>\n<|assistant|>\n"
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer("<|user|>\nHi<|end|>\n<|assistant|>\n")["input_ids"])
+    assert tokens[:4] == ["<s>", "<|user|>", "▁", "<0x0A>"] and tokens[-1] == "<|assistant|>"
+
+
+def test_tokenizer_never_loses_text(tokenizer):
+    text = "Prix: 1 290,00 € — ü, 日本, emoji 🧣"
+    ids = tokenizer(text)["input_ids"]
+    assert tokenizer.unk_token_id not in ids, "byte fallback covers every character"
+    assert tokenizer.decode(ids, skip_special_tokens=True) == text
+
+
+def test_descriptions_name_what_is_visible():
+    look = rendering.Look(product_type="scarf", colour="Archive Beige", pattern="check", material="cashmere",
+                          background="light grey")
+    assert tiny_base_model.description(look) == "A beige checked cashmere scarf on a light grey background."
+    answers = tiny_base_model.answers(look)
+    assert answers["What colour is it?"] == "It is beige."
+    assert answers["What object is this?"] == "It is a scarf."
+    assert "What is shown in this image?" not in answers, "the catalog question is kept for fine-tuning"
+
+
+def test_smoke_build_loads_generates_and_round_trips(tmp_path):
+    out = tmp_path / "tiny-base"
+    metrics = tiny_base_model.build(out, pictures=24, vision_steps=3, steps=3, batch_size=4, eval_pictures=4)
+    assert tiny_base_model.is_built(out)
+    assert json.loads((out / "config.json").read_text())["model_type"] == "phi3_v"
+    keys = set(load_file(out / "model.safetensors"))
+    assert "model.vision_embed_tokens.img_processor.vision_model.embeddings.patch_embedding.weight" in keys
+    assert "model.vision_embed_tokens.sub_GN" in keys and "lm_head.weight" in keys
+    assert (out / "README.md").read_text().startswith("# tiny-phi3v-base")
+    assert 0.0 <= metrics["description_object_accuracy"] <= 1.0
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    processor = AutoProcessor.from_pretrained(out)
+    assert isinstance(model, Phi3VForCausalLM) and isinstance(processor, Phi3VProcessor)
+    assert processor.image_token_id == model.config.image_token_id
+    picture = rendering.render_product(rendering.Look(product_type="sneaker", colour="Bright Red"), seed=1)
+    inputs = processor("<|user|>\n<|image_1|>\nDescribe the image.<|end|>\n<|assistant|>\n", images=[picture])
+    generated = model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert generated.shape[1] == inputs["input_ids"].shape[1] + 4
+
+    model.save_pretrained(tmp_path / "again")
+    again = load_file(tmp_path / "again" / "model.safetensors")
+    original = load_file(out / "model.safetensors")
+    assert set(again) == set(original)
+    assert all(torch.equal(again[key], original[key]) for key in original)
