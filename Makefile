@@ -7,6 +7,8 @@ PROFILE ?= tiny
 # The CPU build of torch; on a CUDA machine use e.g. TORCH_SPEC="torch==2.14.1".
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
+# nbval executes every notebook as committed (tiny defaults) and checks that each cell runs
+NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout 900 --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 .PHONY: setup tutorial test test-fast clean
 
@@ -23,11 +25,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproj
 tutorial: setup
 	$(PY) -m phi3v_tutorial.run_notebooks --profile $(PROFILE)
 
+# tests/ first: the series test builds the tiny base model and the catalog that nbval then reuses
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(NBVAL) tests notebooks $(PYTEST_ARGS)
 
 test-fast: setup
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" tests $(PYTEST_ARGS)
 
 clean:
 	rm -rf runs models data/catalog data/cache .pytest_cache

@@ -1,0 +1,50 @@
+"""The whole notebook series on the tiny profile, through the runner, and what the notebooks record.
+
+Slow (minutes): the first run builds the tiny base model and generates the sample catalog, which
+later runs (and the nbval pass over notebooks/) reuse.
+"""
+
+import json
+
+import pytest
+
+from phi3v_tutorial.notebook_files import default_notebooks_dir, numbered_notebooks
+from phi3v_tutorial.run_notebooks import run_series
+from phi3v_tutorial.runs import load_metrics
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("tiny-run")
+    results = run_series("tiny", run_dir=run_dir, progress_bar=False)
+    assert [result.status for result in results] == ["ok"] * len(results)
+    return run_dir
+
+
+def test_every_notebook_ran_and_was_timed(run_dir):
+    names = [path.stem for path in numbered_notebooks(default_notebooks_dir())]
+    timings = json.loads((run_dir / "timings.json").read_text())
+    assert [entry["notebook"] for entry in timings["notebooks"]] == names
+    assert all((run_dir / "executed" / f"{name}.ipynb").exists() for name in names)
+    assert all((run_dir / "metrics" / f"{name}.json").exists() for name in names)
+
+
+def test_01_records_the_architecture(run_dir):
+    metrics = load_metrics(run_dir, "01_model_architecture")
+    assert metrics["full_size_parameters"] == 4_146_621_440
+    assert sum(metrics["parameter_groups"].values()) == 4_146_621_440
+    assert metrics["tokens_square_336"] == {"num_crops=1": 313, "num_crops=4": 757, "num_crops=16": 2509}
+    assert metrics["image_block_tokens"] > 0
+    assert metrics["base_model_description"].strip(), "the base model describes the picture"
+
+
+def test_02_records_the_catalog_cleaning_and_split(run_dir):
+    metrics = load_metrics(run_dir, "02_sample_data")
+    assert metrics["products"] == 3000
+    assert metrics["kept"] == sum(metrics["split_rows"].values())
+    assert metrics["kept"] + sum(metrics["dropped"].values()) == metrics["products"]
+    assert all(metrics["dropped"][trap] > 0 for trap in ("placeholder_url", "category_not_available", "corrupt_image"))
+    assert set(metrics["split_rows"]) == {"train", "validation", "test"}
+    assert 0.05 < metrics["noise_floor_mape"] < 0.15
