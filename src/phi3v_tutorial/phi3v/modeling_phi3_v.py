@@ -223,6 +223,12 @@ class Phi3VForCausalLM(Phi3ForCausalLM):
             **kwargs,
         )
 
+    def generate(self, *args, **kwargs):
+        # The image placeholder is input only: a generated one would have no picture behind it.
+        if self.config.image_token_id is not None and "suppress_tokens" not in kwargs:
+            kwargs["suppress_tokens"] = [self.config.image_token_id]
+        return super().generate(*args, **kwargs)
+
     def prepare_inputs_for_generation(self, input_ids, cache=None, is_first_iteration=False, **kwargs):
         # LongRoPE switches to the long factors past `original_max_position_embeddings`; the cache
         # built with the short ones is then dropped and the whole sequence re-encoded, images

@@ -1,0 +1,240 @@
+"""The fine-tuning entry point: strategies, LoRA targets, errors, tracking, resume, multi-process."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from golden import IMAGE_TOKEN_ID, MODEL_DIR
+from transformers import AutoModelForCausalLM, AutoProcessor, TrainerCallback
+
+from phi3v_tutorial.data import catalog, rendering
+from phi3v_tutorial.training import (
+    LANGUAGE_MODEL_LORA_TARGETS,
+    FineTuneSettings,
+    apply_strategy,
+    fine_tune,
+    lora_target_modules,
+    trainable_summary,
+)
+
+NUM_LAYERS = 2  # the golden fixture's language model
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory) -> str:
+    """The fixture's tiny random Phi-3-V saved as a normal checkpoint (placeholder id in its config)."""
+    path = tmp_path_factory.mktemp("base")
+    AutoModelForCausalLM.from_pretrained(MODEL_DIR, image_token_id=IMAGE_TOKEN_ID).save_pretrained(path)
+    AutoProcessor.from_pretrained(MODEL_DIR, num_crops=1).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory) -> pd.DataFrame:
+    """Twelve catalog-like rows with pictures on disk."""
+    folder = tmp_path_factory.mktemp("pictures")
+    records = []
+    for index, product_type in enumerate(list(rendering.PRODUCT_TYPES)[:12]):
+        look = rendering.Look(product_type=product_type, colour=list(rendering.COLOURS)[index % 11])
+        path = folder / f"{index}.png"
+        rendering.render_product(look, seed=index, size=(160, 120)).save(path)
+        records.append({"image_path": str(path), "title": catalog.compose_title(look),
+                        "category3_code": catalog.CATEGORIES[product_type][1], "full_price": 100.0 + 10 * index})
+    return pd.DataFrame(records)
+
+
+def settings(base_model: str, output_dir: Path, **overrides) -> FineTuneSettings:
+    values = dict(base_model=base_model, output_dir=str(output_dir), max_steps=4, batch_size=2, eval_steps=2,
+                  save_steps=2, logging_steps=1, warmup_steps=0, prediction_samples=2, num_crops=1, lora_rank=4,
+                  learning_rate=1e-3)
+    return FineTuneSettings(**{**values, **overrides})
+
+
+def load(base_model):
+    return AutoModelForCausalLM.from_pretrained(base_model)
+
+
+# --- what is trained -----------------------------------------------------------------------------
+
+
+def test_lora_targets_are_the_language_models_fused_projections(base_model):
+    names = lora_target_modules(load(base_model))
+    assert len(names) == NUM_LAYERS * len(LANGUAGE_MODEL_LORA_TARGETS)
+    assert all(name.startswith("model.layers.") for name in names)
+    assert {name.rsplit(".", 1)[1] for name in names} == set(LANGUAGE_MODEL_LORA_TARGETS)
+
+
+def test_lora_on_vision_adds_projector_and_clip_only_when_asked(base_model):
+    names = lora_target_modules(load(base_model), on_vision=True)
+    vision = [name for name in names if "vision_embed_tokens" in name]
+    assert "model.vision_embed_tokens.img_projection.0" in vision
+    assert any(name.endswith("self_attn.q_proj") for name in vision)
+    assert len(names) - len(vision) == NUM_LAYERS * len(LANGUAGE_MODEL_LORA_TARGETS)
+
+
+def test_lora_model_trains_only_adapters_on_the_language_model(base_model, tmp_path):
+    model = apply_strategy(load(base_model), settings(base_model, tmp_path))
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name for name in trainable)
+    assert not any("vision_embed_tokens" in name for name in trainable)
+    assert any("qkv_proj" in name for name in trainable) and any("gate_up_proj" in name for name in trainable)
+
+
+def test_frozen_vision_freezes_exactly_the_clip_tower(base_model, tmp_path):
+    model = apply_strategy(load(base_model), settings(base_model, tmp_path, strategy="frozen_vision"))
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and all(".img_processor." in name for name in frozen)
+    summary = trainable_summary(model)
+    assert any("img_projection" in group for group in summary["trainable_modules"])
+    assert summary["trainable_parameters"] < summary["total_parameters"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "message"),
+    [
+        ({"num_crops": 0}, ValueError, "num_crops"),
+        ({"strategy": "prefix"}, ValueError, "unknown strategy"),
+        ({"report_to": "mlflow"}, ValueError, "report_to"),
+    ],
+)
+def test_bad_settings_are_clear_errors(base_model, tmp_path, overrides, error, message):
+    with pytest.raises(error, match=message):
+        settings(base_model, tmp_path, **overrides).validate()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the error is for machines without CUDA")
+def test_qlora_without_cuda_is_a_clear_error(base_model, tmp_path):
+    with pytest.raises(RuntimeError, match="QLoRA needs a CUDA GPU"):
+        settings(base_model, tmp_path, strategy="qlora").validate()
+
+
+def test_unknown_lora_target_names_the_right_ones(base_model):
+    with pytest.raises(ValueError, match="q_proj/v_proj exist only in the CLIP tower"):
+        lora_target_modules(load(base_model), targets=("q_proj", "v_proj"))
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+
+def test_lora_run_saves_adapter_and_merged_official_layout(base_model, rows, tmp_path):
+    outcome = fine_tune(settings(base_model, tmp_path), rows.head(8), rows.tail(4))
+    assert outcome["global_step"] == 4
+    assert (tmp_path / "final" / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(outcome["merged_dir"])
+    assert set(merged.state_dict()) == set(load(base_model).state_dict()), "merged model keeps the official layout"
+    assert len(outcome["sample_predictions"]) == 2 * 3  # 2 samples at steps 2, 4 and the final evaluation
+    assert not (tmp_path / "wandb").exists()
+
+
+def test_wandb_offline_run_writes_a_run_folder(base_model, rows, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    fine_tune(settings(base_model, tmp_path / "out", report_to="wandb", run_name="test-run"), rows.head(8), rows.tail(4))
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    (history,) = runs[0].glob("run-*.wandb")  # the run's records, uploaded later by `wandb sync`
+    records = history.read_bytes()  # protobuf: metric names are stored as plain strings
+    for metric in (b"train/loss", b"train/learning_rate", b"train/grad_norm", b"eval/loss"):
+        assert metric in records, metric
+    assert list((runs[0] / "files" / "media" / "table").glob("sample_predictions_*.table.json"))
+
+
+class KillAfterCheckpoint(TrainerCallback):
+    """Ends the process abruptly, as a killed job would, right after step `step` is saved."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            os._exit(3)
+
+
+RESUME_SCRIPT = """
+import json, sys
+import pandas as pd
+from phi3v_tutorial.training import FineTuneSettings, fine_tune
+sys.path.insert(0, {tests!r})
+from test_training import KillAfterCheckpoint
+settings = FineTuneSettings(**json.loads({settings!r}))
+rows = pd.read_json({rows!r})
+callbacks = [KillAfterCheckpoint(2)] if sys.argv[1] == "kill" else []
+outcome = fine_tune(settings, rows.head(8), rows.tail(4), resume_from_checkpoint=sys.argv[1] == "resume" or None,
+                    callbacks=callbacks)
+print("RESULT", json.dumps({{"step": outcome["global_step"], "eval_loss": outcome["eval_loss"]}}))
+"""
+
+
+def run_script(script: Path, mode: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    return subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, env=env, timeout=600)
+
+
+def result_of(process: subprocess.CompletedProcess) -> dict:
+    line = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")][-1]
+    return json.loads(line.removeprefix("RESULT "))
+
+
+def test_killed_run_resumes_to_the_same_step(base_model, rows, tmp_path):
+    rows_file = tmp_path / "rows.json"
+    rows.to_json(rows_file)
+
+    def script_for(output_dir: Path) -> Path:
+        values = settings(base_model, output_dir).__dict__ | {"lora_targets": list(LANGUAGE_MODEL_LORA_TARGETS)}
+        script = tmp_path / f"{output_dir.name}.py"
+        script.write_text(RESUME_SCRIPT.format(tests=str(Path(__file__).parent), settings=json.dumps(values),
+                                               rows=str(rows_file)))
+        return script
+
+    interrupted = script_for(tmp_path / "interrupted")
+    killed = run_script(interrupted, "kill")
+    assert killed.returncode == 3, killed.stderr[-2000:]
+    assert (tmp_path / "interrupted" / "checkpoint-2").exists()
+    assert not (tmp_path / "interrupted" / "final").exists()
+    resumed = result_of(run_script(interrupted, "resume"))
+    uninterrupted = result_of(run_script(script_for(tmp_path / "straight"), "straight"))
+    assert resumed["step"] == uninterrupted["step"] == 4
+    # same data order and seeds: the resumed run retraces the uninterrupted one (CPU, fp32);
+    # 1e-3 absorbs the reordering of float sums between the two processes
+    assert resumed["eval_loss"] == pytest.approx(uninterrupted["eval_loss"], rel=1e-3)
+
+
+ACCELERATE_SCRIPT = """
+import json, sys
+import pandas as pd
+from accelerate import PartialState
+from phi3v_tutorial.training import FineTuneSettings, fine_tune
+settings = FineTuneSettings(**json.loads({settings!r}))
+rows = pd.read_json({rows!r})
+outcome = fine_tune(settings, rows.head(8), rows.tail(4))
+state = PartialState()
+print(f"RANK {{state.process_index}} of {{state.num_processes}} step {{outcome['global_step']}}", flush=True)
+"""
+
+
+def test_accelerate_two_cpu_processes_finish_and_save_once(base_model, rows, tmp_path):
+    rows_file = tmp_path / "rows.json"
+    rows.to_json(rows_file)
+    values = settings(base_model, tmp_path / "out").__dict__ | {"lora_targets": list(LANGUAGE_MODEL_LORA_TARGETS)}
+    script = tmp_path / "launch.py"
+    script.write_text(ACCELERATE_SCRIPT.format(settings=json.dumps(values), rows=str(rows_file)))
+    # accelerate runs several CPU processes through torchrun (its --multi_gpu path; plain --cpu
+    # starts one process unless MPI is installed); with no GPU they talk over gloo
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script)]
+    process = subprocess.run(command, capture_output=True, text=True, timeout=900,
+                             env={**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"})
+    assert process.returncode == 0, process.stderr[-3000:]
+    ranks = sorted(line for line in process.stdout.splitlines() if line.startswith("RANK "))
+    assert ranks == ["RANK 0 of 2 step 4", "RANK 1 of 2 step 4"]
+    assert (tmp_path / "out" / "final" / "adapter_model.safetensors").exists()
+    assert len(list((tmp_path / "out").glob("settings.yaml"))) == 1
+    merged = list((tmp_path / "out").glob("merged/model.safetensors"))
+    assert len(merged) == 1
