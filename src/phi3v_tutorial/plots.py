@@ -120,7 +120,7 @@ def training_example_figure(batch: dict, tokenizer, image_token_id: int, row: in
     placeholders or padding longer than `fold_runs_longer_than` are folded into one hatched cell."""
     ids, label_ids = batch["input_ids"][row].tolist(), batch["labels"][row].tolist()
     kinds = sequence_layout.batch_kinds(batch, tokenizer, image_token_id)[row]
-    tokens = [sequence_layout.display_token(token) for token in tokenizer.convert_ids_to_tokens(ids)]
+    tokens = sequence_layout.readable_tokens(tokenizer, ids)
     cells = []  # (x, width, kind, token text, label text, scored)
     x = 0
     for segment in sequence_layout.segments(kinds):
@@ -185,7 +185,8 @@ def batch_masks_figure(batch: dict, tokenizer, image_token_id: int):
     for ax, (title, grid, colours, top) in zip(axes, panels):
         ax.imshow(grid, cmap=colours, vmin=0, vmax=top, aspect="auto", interpolation="nearest")
         ax.set_title(title, fontsize=9, loc="left")
-        ax.set_yticks(list(rows), [f"example {row}: {length}" for row, length in zip(rows, lengths)], fontsize=8)
+        ax.set_yticks(list(rows), [f"example {row} ({length} tokens)" for row, length in zip(rows, lengths)],
+                      fontsize=8)
     axes[-1].set_xlabel("position")
     handles = [Patch(facecolor=colour, edgecolor="#999999", label=kind)
                for kind, colour in SEQUENCE_KIND_COLOURS.items()]
