@@ -48,3 +48,21 @@ def test_02_records_the_catalog_cleaning_and_split(run_dir):
     assert all(metrics["dropped"][trap] > 0 for trap in ("placeholder_url", "category_not_available", "corrupt_image"))
     assert set(metrics["split_rows"]) == {"train", "validation", "test"}
     assert 0.05 < metrics["noise_floor_mape"] < 0.15
+
+
+def test_03_records_the_prompt_layout(run_dir):
+    metrics = load_metrics(run_dir, "03_prompt_formatting")
+    assert metrics["parser_reads_answers_back"] == 1.0, "every training answer parses back to its fields"
+    assert metrics["cookbook_text_only_image_positions"] == 0, "the cookbook's prompt carries no image"
+    assert metrics["labels_equal_input_ids_answer_loss_share"] < 0.5, "labels = input_ids mostly scores the prompt"
+    lengths = {int(k): v["median"] for k, v in metrics["sequence_length_by_num_crops"].items()}
+    assert lengths[1] <= lengths[4] <= lengths[16]
+    assert metrics["labelled_tokens_per_example_median"] > 4, "the answer and its 4 closing tokens are scored"
+
+
+def test_04_fine_tunes_and_the_validation_loss_falls(run_dir):
+    metrics = load_metrics(run_dir, "04_fine_tuning")
+    assert metrics["global_step"] > 0
+    assert metrics["eval_loss"] < metrics["first_eval_loss"], "the model learned something about the catalog"
+    assert metrics["validation"]["parse_rate"] >= 0.9, "the fine-tuned model answers in the catalog format"
+    assert metrics["train_samples_per_second"] > 0

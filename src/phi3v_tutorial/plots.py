@@ -216,3 +216,21 @@ def sequence_length_figure(table):
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def loss_curves_figure(log_history: list[dict]):
+    """Training and validation loss against the step, from `Trainer.state.log_history`."""
+    train = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry]
+    evaluation = [(entry["step"], entry["eval_loss"]) for entry in log_history if "eval_loss" in entry]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    if train:
+        ax.plot(*zip(*train), label="training loss", color="#8da0cb")
+    if evaluation:
+        ax.plot(*zip(*evaluation), marker="o", label="validation loss", color="#fc8d62")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy per answer token")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig

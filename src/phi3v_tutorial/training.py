@@ -340,14 +340,15 @@ def fine_tune(settings: FineTuneSettings, train_rows, eval_rows, resume_from_che
 # --- command line ------------------------------------------------------------------------------
 
 
-def load_splits(profile: dict, seed: int = 0):
-    """The cleaned train / validation / test splits of the profile's catalog."""
+def load_splits(profile: str, catalog_dir: str | Path, catalog_size: int, image_cache_dir: str | Path, seed: int = 0):
+    """The cleaned train / validation / test splits of the profile's catalog: the generated sample
+    catalog for `tiny`, the real price list (with its pictures downloaded) for `full`."""
     from phi3v_tutorial.data import cleaning, sources
 
-    if profile["profile"] == "tiny":
-        source = sources.generated_catalog(REPO_ROOT / "notebooks" / profile["catalog_dir"], profile["catalog_size"], seed)
+    if profile == "tiny":
+        source = sources.generated_catalog(catalog_dir, catalog_size, seed)
     else:
-        source = sources.real_catalog(REPO_ROOT / "notebooks" / profile["image_cache_dir"])
+        source = sources.real_catalog(image_cache_dir)
     kept, _ = cleaning.clean_catalog(source.table, source.image_dir, progress=False)
     return cleaning.split_by_group(kept, seed=seed)
 
@@ -376,7 +377,9 @@ def main(argv: list[str] | None = None) -> dict:
         from phi3v_tutorial import tiny_base_model
 
         base_model = str(tiny_base_model.ensure_built(REPO_ROOT / "notebooks" / base_model))
-    splits = load_splits(profile, args.seed)
+    notebooks = REPO_ROOT / "notebooks"  # the profile's paths are relative to it
+    splits = load_splits(args.profile, notebooks / profile["catalog_dir"], profile["catalog_size"],
+                         notebooks / profile["image_cache_dir"], args.seed)
     train_rows = splits["train"] if args.train_rows is None else splits["train"].head(args.train_rows)
     settings = FineTuneSettings(
         base_model=base_model,
