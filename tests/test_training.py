@@ -238,3 +238,24 @@ def test_accelerate_two_cpu_processes_finish_and_save_once(base_model, rows, tmp
     assert len(list((tmp_path / "out").glob("settings.yaml"))) == 1
     merged = list((tmp_path / "out").glob("merged/model.safetensors"))
     assert len(merged) == 1
+
+
+def test_wandb_goes_offline_without_a_login_and_online_with_one(tmp_path, monkeypatch):
+    from phi3v_tutorial.training import configure_wandb
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    for variable in ("WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT"):
+        monkeypatch.delenv(variable, raising=False)
+    configure_wandb(tmp_path / "run")
+    assert os.environ["WANDB_MODE"] == "offline" and os.environ["WANDB_DIR"] == str(tmp_path / "run")
+
+    monkeypatch.delenv("WANDB_MODE")
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password abc123\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    configure_wandb(tmp_path / "run")
+    assert os.environ["WANDB_MODE"] == "online"
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # what CI sets: an explicit mode wins
+    configure_wandb(tmp_path / "run")
+    assert os.environ["WANDB_MODE"] == "disabled"

@@ -15,6 +15,7 @@ is transformers' `Trainer` with our collator (only the answer is scored), one of
 """
 
 import argparse
+import netrc
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -194,18 +195,21 @@ def trainable_summary(model) -> dict:
 
 
 def configure_wandb(run_dir: Path) -> None:
-    """W&B online when logged in, offline (a local run folder, `wandb sync` later) when not."""
+    """W&B online when logged in, offline (a local run folder, `wandb sync` later) when not.
+    An explicit WANDB_MODE (CI sets `disabled`) wins."""
     os.environ.setdefault("WANDB_DIR", str(run_dir))
     os.environ.setdefault("WANDB_PROJECT", "phi3v-catalog")
-    if "WANDB_MODE" not in os.environ:
-        import wandb
-
-        logged_in = bool(os.environ.get("WANDB_API_KEY")) or bool(wandb.Api(timeout=5).api_key if _has_netrc() else None)
-        os.environ["WANDB_MODE"] = "online" if logged_in else "offline"
+    os.environ.setdefault("WANDB_MODE", "online" if wandb_logged_in() else "offline")
 
 
-def _has_netrc() -> bool:
-    return (Path.home() / ".netrc").exists()
+def wandb_logged_in() -> bool:
+    """An API key in the environment or in ~/.netrc (where `wandb login` puts it); no network call."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
 
 
 class SamplePredictions(TrainerCallback):
