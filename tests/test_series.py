@@ -66,3 +66,16 @@ def test_04_fine_tunes_and_the_validation_loss_falls(run_dir):
     assert metrics["eval_loss"] < metrics["first_eval_loss"], "the model learned something about the catalog"
     assert metrics["validation"]["parse_rate"] >= 0.9, "the fine-tuned model answers in the catalog format"
     assert metrics["train_samples_per_second"] > 0
+
+
+def test_05_evaluates_on_the_test_split_against_baselines(run_dir):
+    metrics = load_metrics(run_dir, "05_inspect_predictions")
+    assert metrics["n_test"] == load_metrics(run_dir, "02_sample_data")["split_rows"]["test"]
+    assert metrics["fine_tuned"]["parse_rate"] >= 0.9, "the fine-tuned model answers in the catalog format"
+    assert metrics["zero_shot_base"]["parse_rate"] == 0.0, "the base model never learned the catalog format"
+    assert metrics["baselines"]["category_median_price"]["category_accuracy"] == 1.0, "it is given the true category"
+    for name in ("fine_tuned", "zero_shot_base"):
+        assert 0.0 <= metrics[name]["category_accuracy"] <= 1.0
+        assert metrics[name]["price_coverage"] <= 1.0
+    assert metrics["noise_floor_mape"] == pytest.approx(load_metrics(run_dir, "02_sample_data")["test_noise_floor_mape"])
+    assert metrics["predictions_per_second"] > 0

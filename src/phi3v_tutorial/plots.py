@@ -1,15 +1,20 @@
 """Figures the notebooks show. Each function returns a matplotlib Figure and draws nothing else."""
 
+import textwrap
+
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from PIL import Image
 
 from phi3v_tutorial import sequence_layout
 from phi3v_tutorial.architecture import image_token_layout
 from phi3v_tutorial.collate import IGNORE_INDEX
 from phi3v_tutorial.phi3v import Phi3VImageProcessor
+from phi3v_tutorial.predictions import PRICE_TOLERANCE, field_correctness
 
 
 def parameter_breakdown_figure(groups: dict[str, int]):
@@ -232,5 +237,104 @@ def loss_curves_figure(log_history: list[dict]):
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+RIGHT_COLOUR, WRONG_COLOUR, TRUTH_COLOUR = "#1a9641", "#d7191c", "#555555"
+
+
+def _field_line(label: str, value: str, right: bool) -> tuple[str, str]:
+    return f"{'✓' if right else '✗'} {label}: {value}", RIGHT_COLOUR if right else WRONG_COLOUR
+
+
+def prediction_grid_figure(table, columns: int = 4, title: str | None = None, price_tolerance: float = PRICE_TOLERANCE):
+    """Pictures of a `predict_catalog` table, each with the predicted title, category and price
+    (green and ✓ when right, red and ✗ when wrong; the price is right within `price_tolerance`)
+    and the truth below in grey."""
+    correct = field_correctness(table, price_tolerance)
+    rows = max(1, -(-len(table) // columns))
+    fig = plt.figure(figsize=(3.4 * columns, 4.3 * rows))
+    grid = fig.add_gridspec(rows, columns, left=0.02, right=0.98, bottom=0.02, top=1 - 0.5 / fig.get_figheight(),
+                            hspace=0.1, wspace=0.08)
+    if table.empty:
+        fig.text(0.5, 0.5, "nothing to show", ha="center", va="center")
+    for cell, (row, right) in enumerate(zip(table.itertuples(index=False), correct.itertuples(index=False))):
+        picture_ax, text_ax = grid[cell // columns, cell % columns].subgridspec(2, 1, height_ratios=[3, 1.5],
+                                                                              hspace=0.02).subplots()
+        with Image.open(row.image_path) as picture:
+            picture_ax.imshow(picture.convert("RGB"))
+        relative_error = (row.price - row.true_price) / row.true_price
+        price_text = "—" if pd.isna(row.price) else f"{row.price:,.0f} ({relative_error:+.0%})"
+        lines = [
+            _field_line("title", textwrap.shorten(row.title or "—", 38, placeholder="…"), right.title),
+            _field_line("category", row.category or "—", right.category),
+            _field_line("price", price_text, right.price),
+            (textwrap.fill(f"truth: {row.true_title} · {row.true_category} · {row.true_price:,.0f}", 46),
+             TRUTH_COLOUR),
+        ]
+        for line, (text, colour) in enumerate(lines):
+            text_ax.text(0.0, 1.0 - 0.2 * line, text, color=colour, fontsize=7.5, va="top", ha="left",
+                         transform=text_ax.transAxes)
+        for ax in (picture_ax, text_ax):
+            ax.set_axis_off()
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def price_scatter_figure(table, noise_floor: float | None = None, price_tolerance: float = PRICE_TOLERANCE):
+    """Predicted against true price (log axes) for the rows of a `predict_catalog` table that name a
+    price, coloured by whether the category is right; the band around y = x is ± the noise floor's
+    MAPE when it is known, else ± `price_tolerance`."""
+    priced = table.dropna(subset=["price"])
+    band = noise_floor if noise_floor is not None else price_tolerance
+    band_label = f"± noise floor ({band:.0%} MAPE)" if noise_floor is not None else f"± {band:.0%}"
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    everything = pd.concat([priced["price"], priced["true_price"]]) if len(priced) else table["true_price"]
+    line = np.geomspace(everything.min() / 1.5, everything.max() * 1.5, 100)
+    ax.fill_between(line, line * (1 - band), line * (1 + band), color="#bbbbbb", alpha=0.5, label=band_label)
+    ax.plot(line, line, color="black", linewidth=0.8, label="y = x")
+    for category_right, colour, label in ((False, WRONG_COLOUR, "category wrong"),
+                                          (True, RIGHT_COLOUR, "category right")):
+        points = priced[priced["category_right"] == category_right]
+        ax.scatter(points["true_price"], points["price"], s=18, alpha=0.6, color=colour,
+                   label=f"{label} ({len(points)})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        axis.set_major_formatter(FuncFormatter(lambda price, _: f"{price:,.0f}"))
+        axis.set_minor_formatter(NullFormatter())
+    ax.set_xlim(line[0], line[-1])
+    ax.set_ylim(line[0], line[-1])
+    ax.set_xlabel("true full price")
+    ax.set_ylabel("predicted full price")
+    ax.set_title(f"{len(priced)} of {len(table)} answers name a price")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix_figure(counts):
+    """A `predictions.confusion_counts` table as a heat map: counts in the cells, the diagonal
+    (right answers) outlined."""
+    fig, ax = plt.subplots(figsize=(1.2 + 0.5 * counts.shape[1], 1.6 + 0.45 * counts.shape[0]))
+    ax.imshow(counts.to_numpy(), cmap="Blues", aspect="auto")
+    top = counts.to_numpy().max()
+    for (row, column), count in np.ndenumerate(counts.to_numpy()):
+        if count:
+            ax.text(column, row, str(count), ha="center", va="center", fontsize=8,
+                    color="white" if count > top / 2 else "black")
+    for diagonal in range(min(counts.shape)):
+        ax.add_patch(Rectangle((diagonal - 0.42, diagonal - 0.42), 0.84, 0.84, fill=False, edgecolor=RIGHT_COLOUR,
+                               linewidth=1.5))
+    ax.set_xticks(range(counts.shape[1]), counts.columns, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(counts.shape[0]), counts.index, fontsize=8)
+    ax.set_xlabel("predicted category")
+    ax.set_ylabel("true category")
+    accuracy = np.trace(counts.to_numpy()[:, : counts.shape[0]]) / counts.to_numpy().sum()
+    ax.set_title(f"categories: {accuracy:.0%} right (diagonal)")
     fig.tight_layout()
     return fig

@@ -4,7 +4,7 @@ import pandas as pd
 from PIL import Image
 
 from phi3v_tutorial.data.images import to_rgb
-from phi3v_tutorial.evaluation import normalise_text, parse_prediction
+from phi3v_tutorial.evaluation import catalog_metrics, format_target, normalise_text, parse_prediction
 from phi3v_tutorial.generation import generate_answers
 from phi3v_tutorial.training import CATALOG_QUESTION
 
@@ -49,3 +49,74 @@ def truths(rows: pd.DataFrame, category_column: str = "category3_code") -> list[
     """Rows as the truth dicts `evaluation.catalog_metrics` takes."""
     return [{"title": r["title"], "category": r[category_column], "full_price": float(r["full_price"])}
             for _, r in rows.iterrows()]
+
+
+# --- reading a prediction table ------------------------------------------------------------------
+
+PRICE_TOLERANCE = 0.10  # a price within 10 % of the truth counts as right (as `price_within_10pct`)
+NO_CATEGORY = "(no category)"
+
+
+def table_metrics(table: pd.DataFrame, fallback_price: float | None = None) -> dict[str, float]:
+    """`evaluation.catalog_metrics` of a `predict_catalog` table.
+
+    The answers are parsed again rather than read from the table's columns, where pandas turns a
+    missing price into NaN, which the metrics would take for a price.
+    """
+    parsed = [parse_prediction(answer) for answer in table["answer"]]
+    truth_dicts = [{"title": title, "category": category, "full_price": price} for title, category, price
+                   in zip(table["true_title"], table["true_category"], table["true_price"])]
+    return catalog_metrics(parsed, truth_dicts, fallback_price)
+
+
+def field_correctness(table: pd.DataFrame, price_tolerance: float = PRICE_TOLERANCE) -> pd.DataFrame:
+    """Per row of a `predict_catalog` table, whether the title, the category and the price are right.
+
+    The price is right within `price_tolerance` (inclusive); a missing field is wrong.
+    """
+    return pd.DataFrame({
+        "title": table["title_right"].astype(bool),
+        "category": table["category_right"].astype(bool),
+        "price": table["price_ape"] <= price_tolerance,  # NaN (no price) compares False
+    }, index=table.index)
+
+
+def worst_price_errors(table: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The `n` rows with the largest relative price error; answers without a price come first."""
+    return table.sort_values("price_ape", ascending=False, na_position="first", kind="stable").head(n)
+
+
+def confusion_counts(true_categories, predicted_categories) -> pd.DataFrame:
+    """How often each true category (rows) was answered as each category (columns).
+
+    The columns are the true categories in the rows' order (so right answers lie on the diagonal),
+    then categories only the model named, then `NO_CATEGORY` for answers without one. Names are
+    matched as the metrics match them (case and spacing ignored) and shown as the truth spells them.
+    """
+    true_labels = sorted(set(true_categories))
+    spelling = {normalise_text(label): label for label in true_labels}
+    predicted = [spelling.get(normalise_text(p), p) if isinstance(p, str) else NO_CATEGORY
+                 for p in predicted_categories]
+    only_predicted = sorted(set(predicted) - set(true_labels) - {NO_CATEGORY})
+    columns = true_labels + only_predicted + ([NO_CATEGORY] if NO_CATEGORY in predicted else [])
+    counts = pd.DataFrame(0, index=pd.Index(true_labels, name="true category"),
+                          columns=pd.Index(columns, name="predicted category"))
+    for truth, prediction in zip(true_categories, predicted):
+        counts.loc[truth, prediction] += 1
+    return counts
+
+
+def wandb_prediction_table(table: pd.DataFrame, price_tolerance: float = PRICE_TOLERANCE):
+    """A `wandb.Table` of a `predict_catalog` table: picture, truth, answer, and which fields are right."""
+    import wandb
+
+    correct = field_correctness(table, price_tolerance)
+    columns = ["image", "truth", "prediction", "status", "title_right", "category_right", "price_right",
+               "price_error"]
+    wandb_table = wandb.Table(columns=columns)
+    for row, right in zip(table.itertuples(index=False), correct.itertuples(index=False)):
+        truth = format_target(row.true_title, row.true_category, row.true_price)
+        price_error = None if pd.isna(row.price_ape) else float(row.price_ape)
+        wandb_table.add_data(wandb.Image(row.image_path), truth, row.answer, row.status, bool(right.title),
+                             bool(right.category), bool(right.price), price_error)
+    return wandb_table

@@ -1,0 +1,119 @@
+"""Prediction tables: predict_catalog's columns, and the helpers and figures that read the table."""
+
+import math
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+from golden import IMAGE_TOKEN_ID, MODEL_DIR
+from transformers import AutoModelForCausalLM, AutoProcessor
+
+from phi3v_tutorial import plots, predictions
+from phi3v_tutorial.data import catalog, rendering
+from phi3v_tutorial.evaluation import catalog_metrics, format_target, parse_prediction
+
+TABLE_COLUMNS = ["image_path", "true_title", "true_category", "true_price", "answer", "status", "title", "category",
+                 "price", "title_right", "category_right", "price_ape"]
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory) -> pd.DataFrame:
+    """Three catalog rows (tote bag 100, backpack 200, umbrella 300) with their pictures on disk."""
+    folder = tmp_path_factory.mktemp("pictures")
+    records = []
+    for index, (product_type, colour) in enumerate([("tote bag", "Navy"), ("backpack", "Black"),
+                                                    ("umbrella", "Bright Red")]):
+        look = rendering.Look(product_type=product_type, colour=colour)
+        path = folder / f"{index}.png"
+        rendering.render_product(look, seed=index, size=(160, 120)).save(path)
+        records.append({"image_path": str(path), "title": catalog.compose_title(look),
+                        "category3_code": catalog.CATEGORIES[product_type][1], "full_price": 100.0 * (index + 1)})
+    return pd.DataFrame(records)
+
+
+def table_with_answers(rows: pd.DataFrame, answers: list[str], monkeypatch) -> pd.DataFrame:
+    """predict_catalog's table for `rows`, the model replaced by fixed answers."""
+    monkeypatch.setattr(predictions, "generate_answers", lambda *args, **kwargs: answers)
+    return predictions.predict_catalog(model=None, processor=None, rows=rows)
+
+
+@pytest.fixture
+def table(rows, monkeypatch) -> pd.DataFrame:
+    """All right (the price at +10 %, the boundary); all wrong (the price at +10.5 %); no price."""
+    answers = [
+        format_target(rows.loc[0, "title"], "tote bags", 110.0),
+        format_target("Nylon Umbrella in Black", "UMBRELLAS", 221.0),
+        f"Product: {rows.loc[2, 'title']}, Category: UMBRELLAS",
+    ]
+    return table_with_answers(rows, answers, monkeypatch)
+
+
+def test_predict_catalog_with_the_golden_model_gives_one_row_per_product(rows):
+    model = AutoModelForCausalLM.from_pretrained(MODEL_DIR, image_token_id=IMAGE_TOKEN_ID)
+    processor = AutoProcessor.from_pretrained(MODEL_DIR, num_crops=1)
+    table = predictions.predict_catalog(model, processor, rows, batch_size=2, max_new_tokens=4)
+    assert list(table.columns) == TABLE_COLUMNS
+    assert table["true_title"].tolist() == rows["title"].tolist()
+    assert table["true_category"].tolist() == rows["category3_code"].tolist()
+    assert table["true_price"].tolist() == [100.0, 200.0, 300.0]
+    assert all(isinstance(answer, str) for answer in table["answer"])
+    assert set(table["status"]) <= {"ok", "partial", "empty", "unparseable"}
+    assert table["title_right"].dtype == bool and table["category_right"].dtype == bool
+
+
+def test_table_metrics_score_a_missing_price_as_missing_not_as_nan(table, rows):
+    assert math.isnan(table.loc[2, "price"])  # why table_metrics parses the answers again
+    metrics = predictions.table_metrics(table)
+    assert metrics["price_coverage"] == pytest.approx(2 / 3)
+    assert metrics["price_mape"] == pytest.approx((0.10 + 0.105) / 2)
+    with_fallback = predictions.table_metrics(table, fallback_price=150.0)
+    assert with_fallback["price_mape"] == pytest.approx((0.10 + 0.105 + 0.5) / 3)
+    expected = catalog_metrics([parse_prediction(answer) for answer in table["answer"]],
+                               predictions.truths(rows), fallback_price=150.0)
+    assert with_fallback == pytest.approx(expected)
+
+
+def test_field_correctness_counts_a_price_within_ten_percent_inclusive_and_a_missing_one_wrong(table):
+    correct = predictions.field_correctness(table)
+    assert correct.to_dict("list") == {"title": [True, False, True], "category": [True, False, True],
+                                       "price": [True, False, False]}
+    assert predictions.field_correctness(table, price_tolerance=0.2)["price"].tolist() == [True, True, False]
+
+
+def test_worst_price_errors_come_first_with_missing_prices_before_all(table):
+    assert predictions.worst_price_errors(table, 3).index.tolist() == [2, 1, 0]
+    assert predictions.worst_price_errors(table, 1).index.tolist() == [2]
+
+
+def test_confusion_counts_rows_are_the_truth_and_right_answers_lie_on_the_diagonal():
+    counts = predictions.confusion_counts(["SCARVES", "SCARVES", "BELTS", "BELTS"],
+                                          ["scarves ", "UMBRELLAS", None, "BELTS"])
+    assert counts.index.tolist() == ["BELTS", "SCARVES"]
+    assert counts.columns.tolist() == ["BELTS", "SCARVES", "UMBRELLAS", predictions.NO_CATEGORY]
+    assert counts.to_numpy().tolist() == [[1, 0, 0, 1], [0, 1, 1, 0]]
+    every_answer_named = predictions.confusion_counts(["BELTS"], ["BELTS"])
+    assert every_answer_named.columns.tolist() == ["BELTS"]
+
+
+def test_wandb_table_holds_the_picture_truth_answer_and_field_correctness(table):
+    wandb_table = predictions.wandb_prediction_table(table)
+    assert wandb_table.columns == ["image", "truth", "prediction", "status", "title_right", "category_right",
+                                   "price_right", "price_error"]
+    first, _, no_price = wandb_table.data
+    assert first[1].startswith("Product: ") and first[2] == table.loc[0, "answer"]
+    assert first[4:7] == [True, True, True]
+    assert no_price[3] == "partial" and no_price[6] is False and no_price[7] is None
+
+
+def test_the_inspection_figures_draw_tables_with_and_without_prices(table):
+    figures = [
+        plots.prediction_grid_figure(table, columns=2, title="three products"),
+        plots.prediction_grid_figure(table.head(0)),
+        plots.price_scatter_figure(table, noise_floor=0.08),
+        plots.price_scatter_figure(table.assign(price=float("nan"))),
+        plots.confusion_matrix_figure(predictions.confusion_counts(table["true_category"], table["category"])),
+    ]
+    assert figures[2].axes[0].get_title() == "2 of 3 answers name a price"
+    assert figures[4].axes[0].get_title() == "categories: 67% right (diagonal)"
+    for figure in figures:
+        plt.close(figure)
