@@ -26,6 +26,7 @@ from golden import (
 from transformers import AutoModelForCausalLM, AutoProcessor
 
 import phi3v_tutorial  # noqa: F401  (registers phi3_v with the Auto classes)
+from phi3v_tutorial.collate import pad_views
 
 PROMPT_CASES = cases("single_image", "multi_image", "text_only")
 IMAGE_CASES = cases("single_image", "multi_image")
@@ -211,11 +212,6 @@ def test_greedy_generation_matches_original(model, processor, case):
 
 
 # --- batches -------------------------------------------------------------------------------------
-
-
-def pad_views(pixel_values: torch.Tensor, views: int) -> torch.Tensor:
-    padding = torch.zeros(pixel_values.shape[0], views - pixel_values.shape[1], *pixel_values.shape[2:])
-    return torch.cat([pixel_values, padding], dim=1)
 
 
 @pytest.mark.parametrize("case", BATCH_CASES, ids=lambda case: case["id"])

@@ -3,19 +3,14 @@
 import pandas as pd
 from PIL import Image
 
-from phi3v_tutorial.data.images import to_rgb
+from phi3v_tutorial.data.images import decode_image, to_rgb
 from phi3v_tutorial.evaluation import catalog_metrics, format_target, normalise_text, parse_prediction
 from phi3v_tutorial.generation import generate_answers
 from phi3v_tutorial.training import CATALOG_QUESTION
 
 
 def load_pictures(rows: pd.DataFrame) -> list[Image.Image]:
-    pictures = []
-    for path in rows["image_path"]:
-        with Image.open(path) as image:
-            image.load()
-            pictures.append(to_rgb(image))
-    return pictures
+    return [to_rgb(decode_image(path)) for path in rows["image_path"]]
 
 
 def predict_catalog(model, processor, rows: pd.DataFrame, category_column: str = "category3_code",

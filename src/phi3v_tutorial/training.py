@@ -23,13 +23,12 @@ from pathlib import Path
 
 import torch
 import yaml
-from PIL import Image
 from torch.utils.data import Dataset
 from transformers import AutoModelForCausalLM, AutoProcessor, Trainer, TrainerCallback, TrainingArguments
 
 import phi3v_tutorial  # noqa: F401  (registers phi3_v)
 from phi3v_tutorial.collate import TrainingCollator
-from phi3v_tutorial.data.images import to_rgb
+from phi3v_tutorial.data.images import decode_image, to_rgb
 from phi3v_tutorial.evaluation import format_target
 from phi3v_tutorial.generation import generate_answers
 from phi3v_tutorial.paths import REPO_ROOT
@@ -110,9 +109,7 @@ class CatalogExamples(Dataset):
 
     def __getitem__(self, index):
         row = self.rows.iloc[index]
-        with Image.open(row["image_path"]) as image:
-            image.load()
-            picture = to_rgb(image)
+        picture = to_rgb(decode_image(row["image_path"]))
         return {"image": picture, "question": CATALOG_QUESTION, "answer": catalog_answer(row, self.category_column)}
 
 
