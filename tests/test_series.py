@@ -65,6 +65,8 @@ def test_04_fine_tunes_and_the_validation_loss_falls(run_dir):
     assert metrics["global_step"] > 0
     assert metrics["eval_loss"] < metrics["first_eval_loss"], "the model learned something about the catalog"
     assert metrics["validation"]["parse_rate"] >= 0.9, "the fine-tuned model answers in the catalog format"
+    # a regression guard, well below the 73 % measured on 2026-11-25 (the issue asks for 95 %)
+    assert metrics["validation"]["category_accuracy"] >= 0.5, "the fine-tuned model reads the product type"
     assert metrics["train_samples_per_second"] > 0
 
 

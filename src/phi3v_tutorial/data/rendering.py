@@ -210,9 +210,9 @@ def _draw_tote_bag(sk: Sketch) -> None:
 def _draw_crossbody_bag(sk: Sketch) -> None:
     sk.line([(0.14, 0.48), (0.5, 0.02), (0.86, 0.48)], sk.dark, 0.025)
     sk.body(_rounded_rect(0.1, 0.45, 0.9, 1.0, 0.08, 0.08))
-    sk.line([(0.1, 0.5), (0.1, 0.7)] + _ellipse((0.5, 0.7), (0.4, 0.1), 180, 0)[1:-1] + [(0.9, 0.7), (0.9, 0.5)],
-            sk.dark, 0.014)
-    sk.dot(0.5, 0.8, 0.05, _METAL)
+    # a flap in the darker shade over the top half: the cue that tells it from a tote at 56 px
+    sk.fill([(0.1, 0.47), (0.9, 0.47)] + _ellipse((0.5, 0.6), (0.4, 0.09), 0, 180)[1:-1], sk.dark)
+    sk.dot(0.5, 0.7, 0.06, _METAL)
 
 
 def _draw_backpack(sk: Sketch) -> None:
@@ -316,12 +316,13 @@ def _draw_t_shirt(sk: Sketch) -> None:
 
 def _draw_polo_shirt(sk: Sketch) -> None:
     _t_shirt_body(sk)
+    # a broad contrasting collar and a long placket: the cues that tell it from a t-shirt at 56 px
     collar = sk.light if _luminance(sk.colour) < 140 else sk.dark
     for side in (lambda p: p, _mirror):
-        sk.fill(side([(0.3, 0.03), (0.5, 0.12), (0.38, 0.22)]), collar)
-    sk.line([(0.5, 0.12), (0.5, 0.34)], sk.dark, 0.015)
-    for v in (0.2, 0.28):
-        sk.dot(0.5, v, 0.02, collar)
+        sk.fill(side([(0.28, 0.02), (0.5, 0.14), (0.42, 0.34), (0.22, 0.2)]), collar)
+    sk.fill([(0.46, 0.14), (0.54, 0.14), (0.54, 0.5), (0.46, 0.5)], collar)
+    for v in (0.24, 0.34, 0.44):
+        sk.dot(0.5, v, 0.02, sk.dark)
 
 
 def _draw_dress(sk: Sketch) -> None:
