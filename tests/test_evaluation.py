@@ -16,7 +16,6 @@ from phi3v_tutorial.evaluation import (
     levenshtein,
     macro_f1,
     metrics_table,
-    normalise_text,
     parse_prediction,
 )
 
@@ -257,8 +256,3 @@ def test_metrics_table_lays_metric_dicts_side_by_side():
     assert table.loc["price_mae", "model"] == 12.5
     assert math.isnan(table.loc["price_mae", "baseline"]) and math.isnan(table.loc["parse_rate", "model"])
 
-
-def test_a_missing_field_read_back_from_a_table_normalises_to_empty_text():
-    """A prediction without a category is NaN once in a DataFrame: it compares as empty, never raises."""
-    assert normalise_text(float("nan")) == "" and normalise_text(None) == ""
-    assert normalise_text("  Tote   BAGS ") == "tote bags"

@@ -61,6 +61,13 @@ def test_predict_catalog_with_the_golden_model_gives_one_row_per_product(rows):
     assert table["title_right"].dtype == bool and table["category_right"].dtype == bool
 
 
+def test_an_answer_without_category_or_title_is_scored_wrong_not_a_crash(rows, monkeypatch):
+    """pandas stores a missing parsed string as NaN; the right/wrong columns must not trip on it."""
+    answers = ["Product: Kids' Kids' Mini Full Price: 380.00", "", format_target(rows.loc[2, "title"], "UMBRELLAS", 1.0)]
+    table = table_with_answers(rows, answers, monkeypatch)
+    assert table["category_right"].tolist() == [False, False, True]
+    assert table["title_right"].tolist() == [False, False, True]
+
 def test_table_metrics_score_a_missing_price_as_missing_not_as_nan(table, rows):
     assert math.isnan(table.loc[2, "price"])  # why table_metrics parses the answers again
     metrics = predictions.table_metrics(table)

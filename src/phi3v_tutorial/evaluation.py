@@ -154,7 +154,7 @@ def levenshtein(a: str, b: str) -> int:
 
 def normalise_text(text: str | None) -> str:
     """Case-folded, with runs of whitespace collapsed to one space and the ends stripped."""
-    return " ".join((text if isinstance(text, str) else "").split()).casefold()  # NaN from a table: empty
+    return " ".join((text or "").split()).casefold()
 
 
 def anls_score(prediction: str | None, truth: str, threshold: float = ANLS_THRESHOLD) -> float:

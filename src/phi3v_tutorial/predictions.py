@@ -33,9 +33,9 @@ def predict_catalog(model, processor, rows: pd.DataFrame, category_column: str =
         "category": [p.category for p in parsed],
         "price": [p.price for p in parsed],
     })
-    table["title_right"] = [normalise_text(a) == normalise_text(b) for a, b in zip(table["title"], table["true_title"])]
-    table["category_right"] = [normalise_text(a) == normalise_text(b)
-                               for a, b in zip(table["category"], table["true_category"])]
+    # scored from the parsed fields: in the table a missing string is NaN (pandas' string columns)
+    table["title_right"] = [normalise_text(p.title) == normalise_text(t) for p, t in zip(parsed, rows["title"])]
+    table["category_right"] = [normalise_text(p.category) == normalise_text(c) for p, c in zip(parsed, rows[category_column])]
     table["price_ape"] = (table["price"].astype(float) - table["true_price"]).abs() / table["true_price"]
     return table
 

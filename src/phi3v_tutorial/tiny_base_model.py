@@ -343,9 +343,11 @@ at a tiny size: {CROP_SIZE}-px views ({NUM_CROPS} crops + global), a 3-layer 64-
 ## How it was made
 `python -m phi3v_tutorial.tiny_base_model` (build version {BUILD_VERSION}): {metrics['settings']['pictures']}
 pictures drawn by the catalog renderer (random product types, colours, patterns, materials; not
-the catalog's products), questions "{DESCRIBE}" and {', '.join(f'"{q}"' for q in QUESTIONS.values())},
+the catalog's products). Stage 1: the CLIP tower alone learns product type, colour and pattern from
+labels ({metrics['settings']['vision_steps']} steps, batch 64). Stage 2, tower frozen: the projector and the
+language model learn the questions "{DESCRIBE}" and {', '.join(f'"{q}"' for q in QUESTIONS.values())},
 {metrics['settings']['steps']} steps of AdamW (batch {metrics['settings']['batch_size']}, lr
-{metrics['settings']['learning_rate']}, cosine), seed {metrics['settings']['seed']}, on CPU in
+{metrics['settings']['learning_rate']}, cosine). Seed {metrics['settings']['seed']}, on CPU in
 {metrics['training_seconds']:.0f} s (whole build {metrics['build_seconds']:.0f} s).
 
 ## What it can do (held-out pictures, greedy decoding)

@@ -54,7 +54,7 @@ from phi3v_tutorial.data.rendering import (
 
 # Bump when the same seed and size would give a different catalog: a stored catalog with another
 # version is regenerated instead of reused.
-GENERATOR_VERSION = "2"  # bump when the pictures or the table change: an older catalog is redrawn
+GENERATOR_VERSION = "2"
 
 # product type -> (category2_code, category3_code)
 CATEGORIES: dict[str, tuple[str, str]] = {
