@@ -7,9 +7,6 @@ PROFILE ?= tiny
 # The CPU build of torch; on a CUDA machine use e.g. TORCH_SPEC="torch==2.14.1".
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
-# OpenMP threads sleep instead of spinning while they wait: on a 2-core machine spinning threads
-# starve the notebook kernel's other work (measured: matmuls 4x slower in a papermill kernel)
-export OMP_WAIT_POLICY ?= PASSIVE
 # progress bars in executed notebooks: one line every 10 s instead of ten a second
 export TQDM_MININTERVAL ?= 10
 # nbval executes every notebook as committed (tiny defaults) and checks that each cell runs
