@@ -60,11 +60,14 @@ def test_descriptions_name_what_is_visible():
     assert answers["What colour is it?"] == "It is beige."
     assert answers["What object is this?"] == "It is a scarf."
     assert "What is shown in this image?" not in answers, "the catalog question is kept for fine-tuning"
+    backpack = rendering.Look(product_type="backpack", colour="Black", material="nylon", size="small", kids=True,
+                              background="white")
+    assert tiny_base_model.description(backpack) == "A small black nylon backpack for children on a white background."
 
 
 def test_smoke_build_loads_generates_and_round_trips(tmp_path):
     out = tmp_path / "tiny-base"
-    metrics = tiny_base_model.build(out, pictures=24, vision_steps=3, steps=3, batch_size=4, eval_pictures=4)
+    metrics = tiny_base_model.build(out, pictures=24, vision_steps=10, steps=3, batch_size=4, eval_pictures=4)
     assert tiny_base_model.is_built(out)
     assert json.loads((out / "config.json").read_text())["model_type"] == "phi3_v"
     keys = set(load_file(out / "model.safetensors"))

@@ -4,8 +4,9 @@ Fine-tuning needs a pretrained start, and no weights can be downloaded here. So 
 builds its own: the Phi-3-V architecture at a tiny size (our classes, the real code path),
 a tokenizer trained in the Phi-3 format, and a short pretraining on generic questions about
 pictures drawn by the catalog renderer ("Describe the image." -> "A beige checked cashmere scarf
-on a grey background."). It knows objects, colours, patterns and materials, but not the catalog's
-answer format, titles or prices: that is what fine-tuning teaches, as with the real model.
+on a grey background."). It knows objects, colours, patterns, materials, sizes and children's
+versions, but not the catalog's answer format, titles or prices: that is what fine-tuning teaches,
+as with the real model.
 
     python -m phi3v_tutorial.tiny_base_model --out models/tiny-phi3v-base
 
@@ -38,7 +39,7 @@ from phi3v_tutorial.phi3v import Phi3VConfig, Phi3VForCausalLM, Phi3VImageProces
 from phi3v_tutorial.tokenizer_training import train_tokenizer
 
 DEFAULT_DIR = MODELS_DIR / "tiny-phi3v-base"
-BUILD_VERSION = 3  # bump when the recipe changes: an older folder is rebuilt
+BUILD_VERSION = 4  # bump when the recipe changes: an older folder is rebuilt
 
 TOKENIZER_VOCAB = 1024
 # A view is 56 px: 4 x 4 CLIP patches of 14 px -> 2 x 2 tokens after the 2x2 merge. A tiny ViT
@@ -107,10 +108,15 @@ def article(phrase: str) -> str:
 
 
 def description(look: rendering.Look) -> str:
-    """"A beige checked cashmere scarf on a grey background." """
-    colour = rendering.COLOURS[look.colour].plain
-    pattern = "" if look.pattern == "plain" else rendering.PATTERNS[look.pattern] + " "
-    return f"{article(f'{colour} {pattern}{look.material} {look.product_type}').capitalize()} on {article(look.background)} background."
+    """"A beige checked cashmere scarf on a grey background.", "A small red leather tote bag for
+    children on a white background.": every attribute a picture shows, in plain words."""
+    words = [look.size] if look.size else []
+    words.append(rendering.COLOURS[look.colour].plain)
+    if look.pattern != "plain":
+        words.append(rendering.PATTERNS[look.pattern])
+    words += [look.material, look.product_type]
+    owner = " for children" if look.kids else ""
+    return f"{article(' '.join(words)).capitalize()}{owner} on {article(look.background)} background."
 
 
 def answers(look: rendering.Look) -> dict[str, str]:
@@ -144,20 +150,24 @@ def _draw(job):
     return rendering.render_product(look, seed=seed, size=size)
 
 
+# Everything the catalog prices and names, as labels of stage 1 (a type without sizes has size None)
 VISION_LABELS = {
     "product_type": list(rendering.PRODUCT_TYPES),
     "colour": list(rendering.COLOURS),
     "pattern": list(rendering.PATTERNS),
+    "material": list(rendering.MATERIALS),
+    "size": [None, *rendering.SIZES],
+    "kids": [False, True],
 }
 
 
 def pretrain_vision_tower(model: Phi3VForCausalLM, image_processor, looks, pictures, steps: int, batch_size: int,
                           learning_rate: float, seed: int) -> dict[str, float]:
-    """Stage 1: the CLIP tower alone learns to tell product types, colours and patterns apart.
+    """Stage 1: the CLIP tower alone learns to tell the `VISION_LABELS` apart (type, colour, ...).
 
     Like the real CLIP, pretrained before Phi-3-V was assembled: a tiny ViT from scratch learns
     shapes far faster from labels (linear heads on its mean feature) than through a language
-    model. Global views, random horizontal flips. Returns held-out accuracy per label.
+    model. Global views, random shifts and horizontal flips. Returns held-out accuracy per label.
     """
     tower = model.model.vision_embed_tokens.img_processor
     views = image_processor(pictures, num_crops=1)["pixel_values"][:, 0].clone()  # (pictures, 3, S, S)
@@ -169,7 +179,9 @@ def pretrain_vision_tower(model: Phi3VForCausalLM, image_processor, looks, pictu
 
     parameters = list(tower.parameters()) + list(heads.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=steps, pct_start=0.1)
+    # warm up for a tenth of the steps; the half step keeps OneCycleLR off its 0/0 at exactly 1 warm-up step
+    warmup = (steps // 10 + 0.5) / steps
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=steps, pct_start=warmup)
     generator = torch.Generator().manual_seed(seed)
 
     def logits(batch: torch.Tensor) -> list[torch.Tensor]:
@@ -179,7 +191,7 @@ def pretrain_vision_tower(model: Phi3VForCausalLM, image_processor, looks, pictu
     tower.train()
     for _ in tqdm(range(steps), desc="stage 1: vision tower", unit="step"):
         index = torch.randint(0, len(train_views), (batch_size,), generator=generator)
-        batch = train_views[index]
+        batch = jitter(train_views[index], generator)
         flip = torch.rand(batch_size, generator=generator) < 0.5
         batch[flip] = batch[flip].flip(-1)
         loss = sum(torch.nn.functional.cross_entropy(out, train_labels[index, i]) for i, out in enumerate(logits(batch)))
@@ -196,14 +208,29 @@ def pretrain_vision_tower(model: Phi3VForCausalLM, image_processor, looks, pictu
     }
 
 
+def jitter(views: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each view moved by up to 1/14 of its side (edges repeated). Without it the tiny tower
+    memorises its pictures: measured on 20k pictures, held-out type accuracy 89.8 % -> 92.2 %."""
+    side = views.shape[-1]
+    margin = side // 14
+    padded = torch.nn.functional.pad(views, (margin,) * 4, mode="replicate")
+    offsets = torch.randint(0, 2 * margin + 1, (len(views), 2), generator=generator).tolist()
+    return torch.stack([padded[i, :, y:y + side, x:x + side] for i, (y, x) in enumerate(offsets)])
+
+
+# How often each question is asked per picture in stage 2: the object is the hardest thing for the
+# language model to read from the tower's features, so its questions come more often.
+QUESTION_REPEATS = {DESCRIBE: 2, QUESTIONS["object"]: 2, QUESTIONS["name"]: 2}
+
+
 class PretrainingExamples(Dataset):
-    """Every (picture, question) pair; descriptions twice as often as each single question."""
+    """Every (picture, question) pair, each question `QUESTION_REPEATS` times (default once)."""
 
     def __init__(self, looks, pictures):
         self.items = []
         for look, picture in zip(looks, pictures):
             for question, answer in answers(look).items():
-                repeats = 2 if question == DESCRIBE else 1
+                repeats = QUESTION_REPEATS.get(question, 1)
                 self.items += [{"image": picture, "question": question, "answer": answer}] * repeats
 
     def __len__(self):
@@ -230,12 +257,13 @@ def tokenizer_corpus(looks: list[rendering.Look]) -> list[str]:
 def build(
     out_dir: Path = DEFAULT_DIR,
     pictures: int = 30_000,
-    vision_steps: int = 7000,
-    steps: int = 1000,
+    vision_steps: int = 9000,
+    steps: int = 2000,
     batch_size: int = 16,
-    learning_rate: float = 2e-3,
+    # stage 2: at 2e-3 the colour was read from 68 % to 90 % of pictures depending on the seed, at 5e-4 in 95 %
+    learning_rate: float = 5e-4,
     seed: int = 0,
-    eval_pictures: int = 100,
+    eval_pictures: int = 200,
 ) -> dict:
     """Train the tokenizer, pretrain the vision tower (stage 1), then the projector and language
     model on questions about pictures (stage 2); measure it and save it in the official layout."""
@@ -331,6 +359,7 @@ def evaluate_base_model(model, processor, count: int = 100, seed: int = 1) -> di
 
 def model_card(metrics: dict) -> str:
     samples = "\n".join(f"- truth: {s['truth']}\n  model: {s['model']}" for s in metrics["sample_descriptions"])
+    tower = ", ".join(f"{label} {metrics[f'vision_tower_{label}_accuracy']:.0%}" for label in VISION_LABELS)
     return f"""# tiny-phi3v-base
 
 A tiny **Phi-3-Vision** (`model_type` `phi3_v`, {metrics['parameters']:,} parameters) built by this course
@@ -343,9 +372,9 @@ at a tiny size: {CROP_SIZE}-px views ({NUM_CROPS} crops + global), a 3-layer 64-
 ## How it was made
 `python -m phi3v_tutorial.tiny_base_model` (build version {BUILD_VERSION}): {metrics['settings']['pictures']}
 pictures drawn by the catalog renderer (random product types, colours, patterns, materials; not
-the catalog's products). Stage 1: the CLIP tower alone learns product type, colour and pattern from
-labels ({metrics['settings']['vision_steps']} steps, batch 64). Stage 2, tower frozen: the projector and the
-language model learn the questions "{DESCRIBE}" and {', '.join(f'"{q}"' for q in QUESTIONS.values())},
+the catalog's products). Stage 1: the CLIP tower alone learns what the catalog names and prices,
+from labels ({metrics['settings']['vision_steps']} steps, batch 64); held-out accuracy: {tower}.
+Stage 2, tower frozen: the projector and the language model learn the questions "{DESCRIBE}" and {', '.join(f'"{q}"' for q in QUESTIONS.values())},
 {metrics['settings']['steps']} steps of AdamW (batch {metrics['settings']['batch_size']}, lr
 {metrics['settings']['learning_rate']}, cosine). Seed {metrics['settings']['seed']}, on CPU in
 {metrics['training_seconds']:.0f} s (whole build {metrics['build_seconds']:.0f} s).
@@ -365,11 +394,15 @@ and testing the course's code path; not a useful model of anything else.
 """
 
 
+def build_metrics(path: Path = DEFAULT_DIR) -> dict:
+    """What the build measured (`build_metrics.json`): accuracies, timings, settings."""
+    return json.loads((Path(path) / "build_metrics.json").read_text())
+
+
 def is_built(path: Path = DEFAULT_DIR) -> bool:
-    metrics_file = Path(path) / "build_metrics.json"
-    if not (metrics_file.exists() and (Path(path) / "model.safetensors").exists()):
+    if not ((Path(path) / "build_metrics.json").exists() and (Path(path) / "model.safetensors").exists()):
         return False
-    return json.loads(metrics_file.read_text()).get("build_version") == BUILD_VERSION
+    return build_metrics(path).get("build_version") == BUILD_VERSION
 
 
 def ensure_built(path: Path = DEFAULT_DIR, **build_settings) -> Path:
@@ -390,10 +423,10 @@ def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description="Build the tiny profile's pretrained Phi-3-V base model.")
     parser.add_argument("--out", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--pictures", type=int, default=30_000)
-    parser.add_argument("--vision-steps", type=int, default=7000)
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--vision-steps", type=int, default=9000)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval-pictures", type=int, default=100)
+    parser.add_argument("--eval-pictures", type=int, default=200)
     args = parser.parse_args(argv)
     metrics = build(args.out, pictures=args.pictures, vision_steps=args.vision_steps, steps=args.steps, seed=args.seed,
                     eval_pictures=args.eval_pictures)
