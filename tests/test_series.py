@@ -38,6 +38,14 @@ def test_01_records_the_architecture(run_dir):
     assert metrics["tokens_square_336"] == {"num_crops=1": 313, "num_crops=4": 757, "num_crops=16": 2509}
     assert metrics["image_block_tokens"] > 0
     assert metrics["base_model_description"].strip(), "the base model describes the picture"
+    build = metrics["base_model_build"]
+    assert build["catalog_format_rate"] == 0.0, "the base model was never taught the catalog format"
+    # regression guards below what was measured on 2026-11-26 (object 93.5 %, object and colour 89 %,
+    # tower 96.7 %; the issue asks for 90 % of both): 200 held-out pictures, one standard error is
+    # about 2 points, and another CPU's float rounding trains a slightly different model
+    assert build["description_object_accuracy"] >= 0.85
+    assert build["description_object_and_colour_accuracy"] >= 0.8
+    assert build["vision_tower_product_type_accuracy"] >= 0.9
 
 
 def test_02_records_the_catalog_cleaning_and_split(run_dir):
@@ -65,8 +73,8 @@ def test_04_fine_tunes_and_the_validation_loss_falls(run_dir):
     assert metrics["global_step"] > 0
     assert metrics["eval_loss"] < metrics["first_eval_loss"], "the model learned something about the catalog"
     assert metrics["validation"]["parse_rate"] >= 0.9, "the fine-tuned model answers in the catalog format"
-    # a regression guard, well below the 73 % measured on 2026-11-25 (the issue asks for 95 %)
-    assert metrics["validation"]["category_accuracy"] >= 0.5, "the fine-tuned model reads the product type"
+    # a regression guard below the 90 % measured on 2026-11-26 (the issue asks for 95 %)
+    assert metrics["validation"]["category_accuracy"] >= 0.8, "the fine-tuned model reads the product type"
     assert metrics["train_samples_per_second"] > 0
 
 
@@ -79,5 +87,11 @@ def test_05_evaluates_on_the_test_split_against_baselines(run_dir):
     for name in ("fine_tuned", "zero_shot_base"):
         assert 0.0 <= metrics[name]["category_accuracy"] <= 1.0
         assert metrics[name]["price_coverage"] <= 1.0
+    fine_tuned, zero_shot = metrics["fine_tuned"], metrics["zero_shot_base"]
+    train_median = metrics["baselines"]["train_median_price"]
+    assert fine_tuned["category_accuracy"] > zero_shot["category_accuracy"]
+    assert fine_tuned["price_mape"] < min(zero_shot["price_mape"], train_median["price_mape"]), "beats both baselines"
+    # a regression guard below the 80 % measured on 2026-11-26 (22 unseen product groups)
+    assert fine_tuned["category_accuracy"] >= 0.7
     assert metrics["noise_floor_mape"] == pytest.approx(load_metrics(run_dir, "02_sample_data")["test_noise_floor_mape"])
     assert metrics["predictions_per_second"] > 0
