@@ -39,7 +39,7 @@ from phi3v_tutorial.phi3v import Phi3VConfig, Phi3VForCausalLM, Phi3VImageProces
 from phi3v_tutorial.tokenizer_training import train_tokenizer
 
 DEFAULT_DIR = MODELS_DIR / "tiny-phi3v-base"
-BUILD_VERSION = 4  # bump when the recipe changes: an older folder is rebuilt
+BUILD_VERSION = 5  # bump when the recipe changes: an older folder is rebuilt
 
 TOKENIZER_VOCAB = 1024
 # A view is 56 px: 4 x 4 CLIP patches of 14 px -> 2 x 2 tokens after the 2x2 merge. A tiny ViT
