@@ -40,7 +40,7 @@ def test_01_records_the_architecture(run_dir):
     assert metrics["base_model_description"].strip(), "the base model describes the picture"
     build = metrics["base_model_build"]
     assert build["catalog_format_rate"] == 0.0, "the base model was never taught the catalog format"
-    # regression guards below what was measured on 2026-11-26 (object 93.5 %, object and colour 89 %,
+    # regression guards below what was measured on 2026-11-26 (object 94 %, object and colour 91.5 %,
     # tower 96.7 %; the issue asks for 90 % of both): 200 held-out pictures, one standard error is
     # about 2 points, and another CPU's float rounding trains a slightly different model
     assert build["description_object_accuracy"] >= 0.85
@@ -91,7 +91,7 @@ def test_05_evaluates_on_the_test_split_against_baselines(run_dir):
     train_median = metrics["baselines"]["train_median_price"]
     assert fine_tuned["category_accuracy"] > zero_shot["category_accuracy"]
     assert fine_tuned["price_mape"] < min(zero_shot["price_mape"], train_median["price_mape"]), "beats both baselines"
-    # a regression guard below the 80 % measured on 2026-11-26 (22 unseen product groups)
+    # a regression guard below the 77 % measured on 2026-11-26 (22 unseen product groups)
     assert fine_tuned["category_accuracy"] >= 0.7
     assert metrics["noise_floor_mape"] == pytest.approx(load_metrics(run_dir, "02_sample_data")["test_noise_floor_mape"])
     assert metrics["predictions_per_second"] > 0
