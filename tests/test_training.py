@@ -13,14 +13,17 @@ import torch
 from golden import IMAGE_TOKEN_ID, MODEL_DIR
 from transformers import AutoModelForCausalLM, AutoProcessor, TrainerCallback
 
+from phi3v_tutorial import tiny_base_model
 from phi3v_tutorial.data import catalog, rendering
 from phi3v_tutorial.training import (
+    CATALOG_QUESTION,
     LANGUAGE_MODEL_LORA_TARGETS,
     FineTuneSettings,
     apply_strategy,
     fine_tune,
     lora_target_modules,
     trainable_summary,
+    training_examples,
 )
 
 NUM_LAYERS = 2  # the golden fixture's language model
@@ -101,6 +104,7 @@ def test_frozen_vision_freezes_exactly_the_clip_tower(base_model, tmp_path):
         ({"num_crops": 0}, ValueError, "num_crops"),
         ({"strategy": "prefix"}, ValueError, "unknown strategy"),
         ({"report_to": "mlflow"}, ValueError, "report_to"),
+        ({"rehearsal_examples": -1}, ValueError, "rehearsal_examples"),
     ],
 )
 def test_bad_settings_are_clear_errors(base_model, tmp_path, overrides, error, message):
@@ -117,6 +121,29 @@ def test_qlora_without_cuda_is_a_clear_error(base_model, tmp_path):
 def test_unknown_lora_target_names_the_right_ones(base_model):
     with pytest.raises(ValueError, match="q_proj/v_proj exist only in the CLIP tower"):
         lora_target_modules(load(base_model), targets=("q_proj", "v_proj"))
+
+
+# --- what is trained on ----------------------------------------------------------------------------
+
+
+def test_training_set_is_the_catalog_rows_then_the_rehearsal_examples(base_model, rows, tmp_path):
+    assert len(training_examples(rows, settings(base_model, tmp_path))) == len(rows)  # no rehearsal by default
+    mixed = training_examples(rows, settings(base_model, tmp_path, rehearsal_examples=5))
+    assert len(mixed) == len(rows) + 5
+    assert [mixed[i]["question"] for i in range(len(mixed))] == [CATALOG_QUESTION] * len(rows) + [tiny_base_model.DESCRIBE] * 5
+    assert mixed[0]["answer"].startswith(f"Product: {rows['title'][0]}, Category: ")
+    rehearsal = [mixed[i] for i in range(len(rows), len(mixed))]
+    assert all(example["answer"].endswith("background.") for example in rehearsal)
+    assert len({example["image"].tobytes() for example in rehearsal}) == 5
+
+
+def test_rehearsal_pictures_are_seeded_and_new_to_the_base_model():
+    again = tiny_base_model.rehearsal_examples(4, seed=0)
+    first = tiny_base_model.rehearsal_examples(4, seed=0)
+    assert [e["image"].tobytes() for e in again] == [e["image"].tobytes() for e in first]
+    assert [e["answer"] for e in tiny_base_model.rehearsal_examples(4, seed=1)] != [e["answer"] for e in first]
+    _, build_pictures = tiny_base_model.draw_pictures(4, seed=0, workers=1)  # the build's first pictures
+    assert not {p.tobytes() for p in build_pictures} & {e["image"].tobytes() for e in first}
 
 
 # --- runs ----------------------------------------------------------------------------------------

@@ -51,6 +51,10 @@ CROP_SIZE = 56
 NUM_CROPS = 4
 PRETRAIN_PICTURE_SIDE = (120, 180)  # small and fast to draw: with 4 crops the model sees at most 2 x 56 px
 
+# draw_pictures seeds: the build draws from `seed`, its evaluation from EVALUATION_SEED + seed + 1,
+# fine-tuning's rehearsal from REHEARSAL_SEED + seed
+EVALUATION_SEED, REHEARSAL_SEED = 10_000, 20_000
+
 DESCRIBE = "Describe the image."
 CATALOG_QUESTION = "What is shown in this image?"  # kept for fine-tuning: never asked here
 QUESTIONS = {
@@ -170,7 +174,8 @@ def pretrain_vision_tower(model: Phi3VForCausalLM, image_processor, looks, pictu
     shapes far faster from labels (linear heads on its mean feature) than through a language
     model. Global views, random shifts and horizontal flips. Returns held-out accuracy per label.
     """
-    tower = model.model.vision_embed_tokens.img_processor
+    image_embedding = model.model.vision_embed_tokens
+    tower = image_embedding.img_processor
     views = image_processor(pictures, num_crops=1)["pixel_values"][:, 0].clone()  # (pictures, 3, S, S)
     labels = torch.tensor([[names.index(getattr(look, label)) for label, names in VISION_LABELS.items()] for look in looks])
     sizes = [len(names) for names in VISION_LABELS.values()]
@@ -186,7 +191,7 @@ def pretrain_vision_tower(model: Phi3VForCausalLM, image_processor, looks, pictu
     generator = torch.Generator().manual_seed(seed)
 
     def logits(batch: torch.Tensor) -> list[torch.Tensor]:
-        features = tower(batch, output_hidden_states=True).hidden_states[-2][:, 1:].mean(1)
+        features = image_embedding.patch_features(batch).mean(1)  # what the language model will read
         return heads(features).split(sizes, dim=-1)
 
     tower.train()
@@ -239,6 +244,13 @@ class PretrainingExamples(Dataset):
 
     def __getitem__(self, index):
         return self.items[index]
+
+
+def rehearsal_examples(count: int, seed: int = 0) -> list[dict]:
+    """`count` pretraining examples ("Describe the image.") about freshly drawn pictures, to mix
+    into fine-tuning (see `training.training_examples`); their pictures differ from the build's."""
+    looks, pictures = draw_pictures(count, seed=REHEARSAL_SEED + seed)
+    return [{"image": picture, "question": DESCRIBE, "answer": description(look)} for look, picture in zip(looks, pictures)]
 
 
 def tokenizer_corpus(looks: list[rendering.Look]) -> list[str]:
@@ -343,7 +355,7 @@ def build(
 def evaluate_base_model(model, processor, count: int = 100, seed: int = 1) -> dict:
     """On pictures it never saw: does the description name the object and colour? And does the
     catalog question produce the catalog format (it should not: nobody taught it)?"""
-    looks, pictures = draw_pictures(count, seed=10_000 + seed)
+    looks, pictures = draw_pictures(count, seed=EVALUATION_SEED + seed)
     descriptions = generate_answers(model, processor, pictures, DESCRIBE)
     right_object = [look.product_type in text.lower() for look, text in zip(looks, descriptions)]
     right_colour = [rendering.COLOURS[look.colour].plain in text.lower() for look, text in zip(looks, descriptions)]

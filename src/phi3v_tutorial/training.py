@@ -12,6 +12,12 @@ is transformers' `Trainer` with our collator (only the answer is scored), one of
 - `qlora`: the same on a 4-bit base model (bitsandbytes; needs a CUDA GPU);
 - `full`: every weight;
 - `frozen_vision`: every weight but the CLIP tower's.
+
+Optionally, *rehearsal* mixes examples of the base model's own pretraining task into the training
+set (`rehearsal_examples`), so that a small model fine-tuned on a few product groups keeps reading
+the picture instead of memorising the groups (catastrophic forgetting). Only the tiny base model's
+task can be regenerated (pictures drawn by the renderer, described in words); the full profile
+uses none.
 """
 
 import argparse
@@ -23,10 +29,11 @@ from pathlib import Path
 
 import torch
 import yaml
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 from transformers import AutoModelForCausalLM, AutoProcessor, Trainer, TrainerCallback, TrainingArguments
 
 import phi3v_tutorial  # noqa: F401  (registers phi3_v)
+from phi3v_tutorial import tiny_base_model
 from phi3v_tutorial.collate import TrainingCollator
 from phi3v_tutorial.data.images import decode_image, to_rgb
 from phi3v_tutorial.evaluation import format_target
@@ -53,6 +60,7 @@ class FineTuneSettings:
     strategy: str = "lora"
     num_crops: int | None = None  # None: the processor's setting
     category_column: str = "category3_code"
+    rehearsal_examples: int = 0  # descriptions of rendered pictures mixed into training (tiny base model)
     lora_rank: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -78,6 +86,8 @@ class FineTuneSettings:
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        if self.rehearsal_examples < 0:
+            raise ValueError(f"rehearsal_examples must be 0 or more, got {self.rehearsal_examples}")
         if self.num_crops is not None and self.num_crops < 1:
             raise ValueError(f"num_crops must be at least 1, got {self.num_crops}")
         if self.strategy == "qlora" and not torch.cuda.is_available():
@@ -111,6 +121,16 @@ class CatalogExamples(Dataset):
         row = self.rows.iloc[index]
         picture = to_rgb(decode_image(row["image_path"]))
         return {"image": picture, "question": CATALOG_QUESTION, "answer": catalog_answer(row, self.category_column)}
+
+
+def training_examples(train_rows, settings: FineTuneSettings) -> Dataset:
+    """The training split as examples, followed by `settings.rehearsal_examples` examples of the
+    tiny base model's pretraining task ("Describe the image." about pictures it never saw)."""
+    catalog_examples = CatalogExamples(train_rows, settings.category_column)
+    if not settings.rehearsal_examples:
+        return catalog_examples
+    rehearsal = tiny_base_model.rehearsal_examples(settings.rehearsal_examples, seed=settings.seed)
+    return ConcatDataset([catalog_examples, rehearsal])
 
 
 # --- model and strategy --------------------------------------------------------------------------
@@ -302,7 +322,7 @@ def fine_tune(settings: FineTuneSettings, train_rows, eval_rows, resume_from_che
     trainer = Trainer(
         model=model,
         args=training_arguments(settings),
-        train_dataset=CatalogExamples(train_rows, settings.category_column),
+        train_dataset=training_examples(train_rows, settings),
         eval_dataset=eval_set,
         data_collator=TrainingCollator(processor, num_crops=settings.num_crops),
         callbacks=[samples, *callbacks],
@@ -363,6 +383,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-steps", type=int, default=-1)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--rehearsal-examples", type=int, default=None,
+                        help="pretraining examples mixed into training (default: the profile's setting)")
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--eval-steps", type=int, default=50)
     parser.add_argument("--save-steps", type=int, default=100)
@@ -391,6 +413,7 @@ def main(argv: list[str] | None = None) -> dict:
         max_steps=args.max_steps,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        rehearsal_examples=profile["rehearsal_examples"] if args.rehearsal_examples is None else args.rehearsal_examples,
         eval_steps=args.eval_steps,
         save_steps=args.save_steps,
         report_to=args.report_to,
