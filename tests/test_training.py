@@ -89,6 +89,23 @@ def test_lora_model_trains_only_adapters_on_the_language_model(base_model, tmp_p
     assert any("qkv_proj" in name for name in trainable) and any("gate_up_proj" in name for name in trainable)
 
 
+def test_lora_trains_embeddings_and_output_layer_in_full_only_when_asked(base_model, tmp_path):
+    model = apply_strategy(load(base_model), settings(base_model, tmp_path, lora_trains_embeddings=True))
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    full = [name for name in trainable if "lora_" not in name]
+    assert sorted(name.split(".modules_to_save")[0].rsplit(".", 1)[-1] for name in full) == ["embed_tokens", "lm_head"]
+    assert not any("vision_embed_tokens" in name for name in trainable)
+
+
+def test_lora_run_with_trained_embeddings_merges_them_in_the_official_layout(base_model, rows, tmp_path):
+    run = settings(base_model, tmp_path, lora_trains_embeddings=True, learning_rate=1e-2)
+    merged = AutoModelForCausalLM.from_pretrained(fine_tune(run, rows.head(8), rows.tail(4))["merged_dir"])
+    base = load(base_model)
+    assert set(merged.state_dict()) == set(base.state_dict())
+    assert not torch.equal(merged.lm_head.weight, base.lm_head.weight)
+    assert not torch.equal(merged.model.embed_tokens.weight, base.model.embed_tokens.weight)
+
+
 def test_frozen_vision_freezes_exactly_the_clip_tower(base_model, tmp_path):
     model = apply_strategy(load(base_model), settings(base_model, tmp_path, strategy="frozen_vision"))
     frozen = {name for name, p in model.named_parameters() if not p.requires_grad}

@@ -8,7 +8,9 @@ The model learns to answer "What is shown in this image?" with
 is transformers' `Trainer` with our collator (only the answer is scored), one of four strategies:
 
 - `lora`: low-rank adapters (peft) on the language model's fused projections `qkv_proj`, `o_proj`,
-  `gate_up_proj`, `down_proj` (and, on request, on the projector and the vision tower);
+  `gate_up_proj`, `down_proj` (and, on request, on the projector and the vision tower; on request
+  too, the token embeddings and the output layer are trained in full, for answers made of tokens
+  the base model never learned: the tiny base model never used the catalog's words);
 - `qlora`: the same on a 4-bit base model (bitsandbytes; needs a CUDA GPU);
 - `full`: every weight;
 - `frozen_vision`: every weight but the CLIP tower's.
@@ -45,6 +47,9 @@ STRATEGIES = ("lora", "qlora", "full", "frozen_vision")
 LANGUAGE_MODEL_LORA_TARGETS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
 # Module names (regular expressions over the full dotted name) each target group adapts.
 LANGUAGE_MODEL_MODULES = r"model\.layers\.\d+\.(self_attn\.(qkv_proj|o_proj)|mlp\.(gate_up_proj|down_proj))"
+# The rows of every token, in and out. peft matches these by suffix: a bare "embed_tokens" would also
+# take the whole `vision_embed_tokens` (CLIP and projector).
+EMBEDDING_MODULES = ("model.embed_tokens", "lm_head")
 VISION_MODULES = (
     r"model\.vision_embed_tokens\.(img_projection\.(0|2)"
     r"|img_processor\.encoder\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2)))"
@@ -66,6 +71,7 @@ class FineTuneSettings:
     lora_dropout: float = 0.05
     lora_targets: tuple[str, ...] = LANGUAGE_MODEL_LORA_TARGETS
     lora_on_vision: bool = False  # adapters on the projector and the CLIP tower too
+    lora_trains_embeddings: bool = False  # embed_tokens and lm_head trained in full beside the adapters
     epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
     batch_size: int = 8
@@ -186,6 +192,7 @@ def apply_strategy(model, settings: FineTuneSettings):
             lora_alpha=settings.lora_alpha,
             lora_dropout=settings.lora_dropout,
             target_modules=lora_target_modules(model, settings.lora_targets, settings.lora_on_vision),
+            modules_to_save=list(EMBEDDING_MODULES) if settings.lora_trains_embeddings else None,
             bias="none",
             task_type="CAUSAL_LM",
         )
@@ -380,6 +387,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output-dir", type=Path, default=None)
     parser.add_argument("--strategy", default="lora", choices=STRATEGIES)
     parser.add_argument("--num-crops", type=int, default=None)
+    parser.add_argument("--lora-trains-embeddings", action="store_true",
+                        help="with LoRA, also train the token embeddings and the output layer in full")
     parser.add_argument("--max-steps", type=int, default=-1)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -409,6 +418,7 @@ def main(argv: list[str] | None = None) -> dict:
         output_dir=str(args.output_dir or REPO_ROOT / "runs" / args.profile / "fine-tune"),
         strategy=args.strategy,
         num_crops=args.num_crops,
+        lora_trains_embeddings=args.lora_trains_embeddings,
         epochs=args.epochs,
         max_steps=args.max_steps,
         batch_size=args.batch_size,
