@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 from golden import IMAGE_TOKEN_ID, MODEL_DIR
 from transformers import AutoModelForCausalLM, AutoProcessor, TrainerCallback
 
@@ -20,6 +21,8 @@ from phi3v_tutorial.training import (
     LANGUAGE_MODEL_LORA_TARGETS,
     FineTuneSettings,
     apply_strategy,
+    command_line,
+    command_line_settings,
     fine_tune,
     lora_target_modules,
     trainable_summary,
@@ -122,6 +125,7 @@ def test_frozen_vision_freezes_exactly_the_clip_tower(base_model, tmp_path):
         ({"strategy": "prefix"}, ValueError, "unknown strategy"),
         ({"report_to": "mlflow"}, ValueError, "report_to"),
         ({"rehearsal_examples": -1}, ValueError, "rehearsal_examples"),
+        ({"strategy": "full", "lora_trains_embeddings": True}, ValueError, "lora_trains_embeddings goes with"),
     ],
 )
 def test_bad_settings_are_clear_errors(base_model, tmp_path, overrides, error, message):
@@ -138,6 +142,22 @@ def test_qlora_without_cuda_is_a_clear_error(base_model, tmp_path):
 def test_unknown_lora_target_names_the_right_ones(base_model):
     with pytest.raises(ValueError, match="q_proj/v_proj exist only in the CLIP tower"):
         lora_target_modules(load(base_model), targets=("q_proj", "v_proj"))
+
+
+def test_command_line_takes_the_profiles_settings_unless_given():
+    profile = yaml.safe_load((Path(__file__).resolve().parents[1] / "params" / "tiny.yaml").read_text())
+    defaults = command_line_settings(command_line().parse_args([]), profile, "base")
+    assert (defaults.strategy, defaults.max_steps, defaults.batch_size) == (
+        profile["strategy"], profile["max_steps"], profile["batch_size"])
+    assert (defaults.learning_rate, defaults.num_crops, defaults.rehearsal_examples) == (
+        profile["learning_rate"], profile["num_crops"], profile["rehearsal_examples"])
+    given = command_line_settings(
+        command_line().parse_args(["--strategy", "lora", "--lora-trains-embeddings", "--rehearsal-examples", "0",
+                                   "--max-steps", "5"]), profile, "base")
+    assert (given.strategy, given.lora_trains_embeddings, given.rehearsal_examples, given.max_steps) == ("lora", True, 0, 5)
+    assert given.batch_size == profile["batch_size"]
+    bare = command_line_settings(command_line().parse_args([]), {}, "base")  # a profile that sets nothing
+    assert (bare.strategy, bare.max_steps, bare.rehearsal_examples) == ("lora", -1, 0)
 
 
 # --- what is trained on ----------------------------------------------------------------------------

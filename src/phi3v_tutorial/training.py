@@ -92,6 +92,9 @@ class FineTuneSettings:
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        if self.lora_trains_embeddings and not self.uses_lora:
+            raise ValueError(f"lora_trains_embeddings goes with strategy lora or qlora; {self.strategy!r} trains the "
+                             "embeddings and the output layer already")
         if self.rehearsal_examples < 0:
             raise ValueError(f"rehearsal_examples must be 0 or more, got {self.rehearsal_examples}")
         if self.num_crops is not None and self.num_crops < 1:
@@ -381,54 +384,61 @@ def load_splits(profile: str, catalog_dir: str | Path, catalog_size: int, image_
     return cleaning.split_by_group(kept, seed=seed)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description="Fine-tune Phi-3-V on the profile's catalog.")
-    parser.add_argument("--profile", default="tiny", help="params/<profile>.yaml gives the base model and data")
+# What a profile (params/<profile>.yaml) sets for fine-tuning: the command line's defaults.
+PROFILE_SETTINGS = ("strategy", "num_crops", "max_steps", "batch_size", "learning_rate", "rehearsal_examples")
+
+
+def command_line() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Fine-tune Phi-3-V on the profile's catalog. Options left out "
+                                                 f"take the profile's value ({', '.join(PROFILE_SETTINGS)}).")
+    parser.add_argument("--profile", default="tiny", help="params/<profile>.yaml gives the base model, data and defaults")
     parser.add_argument("--output-dir", type=Path, default=None)
-    parser.add_argument("--strategy", default="lora", choices=STRATEGIES)
-    parser.add_argument("--num-crops", type=int, default=None)
+    parser.add_argument("--strategy", choices=STRATEGIES)
+    parser.add_argument("--num-crops", type=int)
     parser.add_argument("--lora-trains-embeddings", action="store_true",
                         help="with LoRA, also train the token embeddings and the output layer in full")
-    parser.add_argument("--max-steps", type=int, default=-1)
-    parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--rehearsal-examples", type=int, default=None,
-                        help="pretraining examples mixed into training (default: the profile's setting)")
-    parser.add_argument("--learning-rate", type=float, default=None)
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--epochs", type=float, default=1.0, help="when max steps is -1")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--rehearsal-examples", type=int, help="pretraining examples mixed into training")
+    parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--eval-steps", type=int, default=50)
     parser.add_argument("--save-steps", type=int, default=100)
     parser.add_argument("--report-to", default="none", choices=("wandb", "tensorboard", "none"))
     parser.add_argument("--train-rows", type=int, default=None, help="use only the first N training rows")
     parser.add_argument("--resume", action="store_true", help="resume from the last checkpoint in --output-dir")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser
 
-    profile = yaml.safe_load((REPO_ROOT / "params" / f"{args.profile}.yaml").read_text())
-    base_model = profile["base_model"]
-    if args.profile == "tiny":
-        from phi3v_tutorial import tiny_base_model
 
-        base_model = str(tiny_base_model.ensure_built(REPO_ROOT / "notebooks" / base_model))
-    notebooks = REPO_ROOT / "notebooks"  # the profile's paths are relative to it
-    splits = load_splits(args.profile, notebooks / profile["catalog_dir"], profile["catalog_size"],
-                         notebooks / profile["image_cache_dir"], args.seed)
-    train_rows = splits["train"] if args.train_rows is None else splits["train"].head(args.train_rows)
-    settings = FineTuneSettings(
+def command_line_settings(args: argparse.Namespace, profile: dict, base_model: str) -> FineTuneSettings:
+    """The run's settings: each of `PROFILE_SETTINGS` from the command line, else from the profile."""
+    chosen = {name: getattr(args, name) if getattr(args, name) is not None else profile.get(name)
+              for name in PROFILE_SETTINGS}
+    return FineTuneSettings(
         base_model=base_model,
         output_dir=str(args.output_dir or REPO_ROOT / "runs" / args.profile / "fine-tune"),
-        strategy=args.strategy,
-        num_crops=args.num_crops,
         lora_trains_embeddings=args.lora_trains_embeddings,
         epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        rehearsal_examples=profile["rehearsal_examples"] if args.rehearsal_examples is None else args.rehearsal_examples,
         eval_steps=args.eval_steps,
         save_steps=args.save_steps,
         report_to=args.report_to,
         seed=args.seed,
+        **{name: value for name, value in chosen.items() if value is not None},
     )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = command_line().parse_args(argv)
+    profile = yaml.safe_load((REPO_ROOT / "params" / f"{args.profile}.yaml").read_text())
+    base_model = profile["base_model"]
+    notebooks = REPO_ROOT / "notebooks"  # the profile's paths are relative to it
+    if args.profile == "tiny":
+        base_model = str(tiny_base_model.ensure_built(notebooks / base_model))
+    splits = load_splits(args.profile, notebooks / profile["catalog_dir"], profile["catalog_size"],
+                         notebooks / profile["image_cache_dir"], args.seed)
+    train_rows = splits["train"] if args.train_rows is None else splits["train"].head(args.train_rows)
+    settings = command_line_settings(args, profile, base_model)
     outcome = fine_tune(settings, train_rows, splits["validation"], resume_from_checkpoint=True if args.resume else None)
     print({key: value for key, value in outcome.items() if key not in ("log_history", "sample_predictions")})
     return outcome
