@@ -1,6 +1,7 @@
 """The tiny profile's base model: its tokenizer, its pretraining texts and a smoke build."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from phi3v_tutorial.data import rendering
 from phi3v_tutorial.phi3v import Phi3VForCausalLM, Phi3VProcessor
 from phi3v_tutorial.tokenizer_training import CHAT_SPECIALS, train_tokenizer
 
+OFFICIAL_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "reference" / "official" / "phi-3-vision-128k-instruct"
 CORPUS = [
     "Describe the image.",
     "A beige checked cashmere scarf on a grey background.",
@@ -35,6 +37,15 @@ def test_tokenizer_follows_phi3_conventions(tokenizer):
     assert tokenizer.bos_token_id == 1
     ids = tokenizer("Describe the image.")["input_ids"]
     assert ids[0] == 1 and ids.count(1) == 1, "one BOS at the start of every encoded text"
+
+
+def test_tokenizer_spells_numbers_digit_by_digit_like_phi3(tokenizer):
+    official = AutoTokenizer.from_pretrained(OFFICIAL_TOKENIZER)
+    for text in ("Full Price: 1450.00", "Category: CAPS, Full Price: 390.00"):
+        ours = tokenizer.convert_ids_to_tokens(tokenizer(text)["input_ids"])
+        theirs = official.convert_ids_to_tokens(official(text)["input_ids"])
+        digits = text.rsplit(" ", 1)[1]
+        assert ours[-len(digits) - 1:] == theirs[-len(digits) - 1:] == ["▁", *digits]
 
 
 def test_tokenizer_chat_template_is_phi3s(tokenizer):

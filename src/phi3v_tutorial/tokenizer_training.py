@@ -1,7 +1,7 @@
 """A small tokenizer in the Phi-3 format, trained locally for the tiny profile's model.
 
 Same conventions as the real Phi-3 tokenizer: a BPE with byte fallback (`<0x00>`..`<0xFF>` at ids
-3..258, so no text is ever unknown), `<unk>` 0, `<s>` 1 (BOS, added at the start of every
+3..258, so no text is ever unknown), numbers split into single digits, `<unk>` 0, `<s>` 1 (BOS, added at the start of every
 encoded text), `</s>` 2; "▁" marks spaces; the chat specials `<|endoftext|>` (end of text and
 padding), `<|assistant|>`, `<|system|>`, `<|end|>`, `<|user|>` and the `<|image|>` placeholder sit at
 the top of the vocabulary; the Phi-3 chat template.
@@ -35,9 +35,14 @@ PHI3_CHAT_TEMPLATE = (
 def train_tokenizer(texts: list[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
     """Train on `texts`; `vocab_size` counts everything but the chat specials added on top."""
     learner = Tokenizer(models.BPE(unk_token="<unk>"))
-    # Training sees words with their "▁"; at run time the whole text is normalised the Phi-3 way
-    # (spaces -> "▁", one "▁" prepended) and the merges, which never cross a "▁", apply alike.
-    learner.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    # Training sees words with their "▁", and every digit on its own; at run time the whole text is
+    # normalised the Phi-3 way (spaces -> "▁", one "▁" prepended) and the merges, which never cross a
+    # "▁" nor touch a digit, apply alike. Numbers are spelled digit by digit, as Phi-3 does
+    # ("1450.00" -> 1 4 5 0 . 0 0): a price is composed, not one token among hundreds.
+    learner.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True),
+        pre_tokenizers.Digits(individual_digits=True),
+    ])
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size - len(BASE_SPECIALS) - len(BYTE_TOKENS),
         initial_alphabet=[chr(code) for code in range(32, 127)],
