@@ -1,10 +1,10 @@
 """A small tokenizer in the Phi-3 format, trained locally for the tiny profile's model.
 
 Same conventions as the real Phi-3 tokenizer: a BPE with byte fallback (`<0x00>`..`<0xFF>` at ids
-3..258, so no text is ever unknown), numbers split into single digits, `<unk>` 0, `<s>` 1 (BOS, added at the start of every
-encoded text), `</s>` 2; "▁" marks spaces; the chat specials `<|endoftext|>` (end of text and
-padding), `<|assistant|>`, `<|system|>`, `<|end|>`, `<|user|>` and the `<|image|>` placeholder sit at
-the top of the vocabulary; the Phi-3 chat template.
+3..258, so no text is ever unknown), numbers split into single digits, `<unk>` 0, `<s>` 1 (BOS,
+added at the start of every encoded text), `</s>` 2; "▁" marks spaces; the chat specials
+`<|endoftext|>` (end of text and padding), `<|assistant|>`, `<|system|>`, `<|end|>`, `<|user|>` and
+the `<|image|>` placeholder sit at the top of the vocabulary; the Phi-3 chat template.
 """
 
 import json
@@ -33,7 +33,8 @@ PHI3_CHAT_TEMPLATE = (
 
 
 def train_tokenizer(texts: list[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
-    """Train on `texts`; `vocab_size` counts everything but the chat specials added on top."""
+    """Train on `texts`; `vocab_size` (everything but the chat specials added on top) is an upper
+    bound: training stops early when the texts have no merge left to learn."""
     learner = Tokenizer(models.BPE(unk_token="<unk>"))
     # Training sees words with their "▁", and every digit on its own; at run time the whole text is
     # normalised the Phi-3 way (spaces -> "▁", one "▁" prepended) and the merges, which never cross a
