@@ -12,6 +12,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 FIXTURE = Path(__file__).parent / "fixtures" / "phi3v-tiny"
+# the real model's config and tokenizer files, read from the shared folder (never copied here)
+OFFICIAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "official" / "phi-3-vision-128k-instruct"
 MODEL_DIR = FIXTURE / "model"
 IMAGE_TOKEN_ID = 745  # `<|image|>` in the fixture's tokenizer; the original wrote -N instead
 

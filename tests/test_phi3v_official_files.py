@@ -10,21 +10,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from golden import OFFICIAL_DIR
 from PIL import Image
 from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor
 
 from phi3v_tutorial.phi3v import Phi3VConfig, Phi3VForCausalLM, Phi3VProcessor
 
-OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "official" / "phi-3-vision-128k-instruct"
 OFFICIAL_PARAMETERS = 4_146_621_440
 
 
 @pytest.fixture(scope="module")
 def official_dir() -> Path:
     expected = ["config.json", "model.safetensors.index.json", "tokenizer.json", "preprocessor_config.json"]
-    missing = [name for name in expected if not (OFFICIAL / name).exists()]
-    assert not missing, f"official reference files missing from {OFFICIAL}: {missing}"
-    return OFFICIAL
+    missing = [name for name in expected if not (OFFICIAL_DIR / name).exists()]
+    assert not missing, f"official reference files missing from {OFFICIAL_DIR}: {missing}"
+    return OFFICIAL_DIR
 
 
 @pytest.fixture(scope="module")

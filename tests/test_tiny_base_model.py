@@ -1,10 +1,10 @@
 """The tiny profile's base model: its tokenizer, its pretraining texts and a smoke build."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from golden import OFFICIAL_DIR
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoProcessor, AutoTokenizer
 
@@ -13,7 +13,6 @@ from phi3v_tutorial.data import rendering
 from phi3v_tutorial.phi3v import Phi3VForCausalLM, Phi3VProcessor
 from phi3v_tutorial.tokenizer_training import CHAT_SPECIALS, train_tokenizer
 
-OFFICIAL_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "reference" / "official" / "phi-3-vision-128k-instruct"
 CORPUS = [
     "Describe the image.",
     "A beige checked cashmere scarf on a grey background.",
@@ -40,7 +39,7 @@ def test_tokenizer_follows_phi3_conventions(tokenizer):
 
 
 def test_tokenizer_spells_numbers_digit_by_digit_like_phi3(tokenizer):
-    official = AutoTokenizer.from_pretrained(OFFICIAL_TOKENIZER)
+    official = AutoTokenizer.from_pretrained(OFFICIAL_DIR)
     for text in ("Full Price: 1450.00", "Category: CAPS, Full Price: 390.00"):
         ours = tokenizer.convert_ids_to_tokens(tokenizer(text)["input_ids"])
         theirs = official.convert_ids_to_tokens(official(text)["input_ids"])

@@ -15,9 +15,11 @@ from golden import IMAGE_TOKEN_ID, MODEL_DIR
 from transformers import AutoModelForCausalLM, AutoProcessor, TrainerCallback
 
 from phi3v_tutorial import tiny_base_model
+from phi3v_tutorial.collate import TrainingCollator
 from phi3v_tutorial.data import catalog, rendering
 from phi3v_tutorial.training import (
     CATALOG_QUESTION,
+    CatalogExamples,
     LANGUAGE_MODEL_LORA_TARGETS,
     FineTuneSettings,
     apply_strategy,
@@ -189,6 +191,9 @@ def test_rehearsal_pictures_are_seeded_and_new_to_the_base_model():
 def test_lora_run_saves_adapter_and_merged_official_layout(base_model, rows, tmp_path):
     outcome = fine_tune(settings(base_model, tmp_path), rows.head(8), rows.tail(4))
     assert outcome["global_step"] == 4
+    collator = TrainingCollator(AutoProcessor.from_pretrained(base_model), num_crops=1)
+    lengths = [len(collator.encode(example)["input_ids"]) for example in CatalogExamples(rows.head(8))]
+    assert outcome["train_tokens_per_second"] == pytest.approx(outcome["train_samples_per_second"] * sum(lengths) / 8)
     assert (tmp_path / "final" / "adapter_config.json").exists()
     merged = AutoModelForCausalLM.from_pretrained(outcome["merged_dir"])
     assert set(merged.state_dict()) == set(load(base_model).state_dict()), "merged model keeps the official layout"

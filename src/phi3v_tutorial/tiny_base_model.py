@@ -356,7 +356,7 @@ def build(
     return metrics
 
 
-def evaluate_base_model(model, processor, count: int = 100, seed: int = 1) -> dict:
+def evaluate_base_model(model, processor, count: int, seed: int = 1) -> dict:
     """On pictures it never saw: does the description name the object and colour? And does the
     catalog question produce the catalog format (it should not: nobody taught it)?"""
     looks, pictures = draw_pictures(count, seed=EVALUATION_SEED + seed)

@@ -142,6 +142,13 @@ def training_examples(train_rows, settings: FineTuneSettings) -> Dataset:
     return ConcatDataset([catalog_examples, rehearsal])
 
 
+def mean_sequence_length(examples: Dataset, collator: TrainingCollator, samples: int = 64) -> float:
+    """Tokens per example (picture tokens included: they cost compute too), over `samples` examples
+    spread evenly through the set (catalog rows and rehearsal alike)."""
+    chosen = range(0, len(examples), max(1, len(examples) // samples))
+    return sum(len(collator.encode(examples[i])["input_ids"]) for i in chosen) / len(chosen)
+
+
 # --- model and strategy --------------------------------------------------------------------------
 
 
@@ -329,12 +336,14 @@ def fine_tune(settings: FineTuneSettings, train_rows, eval_rows, resume_from_che
     eval_set = CatalogExamples(eval_rows, settings.category_column)
     samples = SamplePredictions(processor, [eval_set[i] for i in range(min(settings.prediction_samples, len(eval_set)))],
                                 settings.num_crops)
+    train_set = training_examples(train_rows, settings)
+    collator = TrainingCollator(processor, num_crops=settings.num_crops)
     trainer = Trainer(
         model=model,
         args=training_arguments(settings),
-        train_dataset=training_examples(train_rows, settings),
+        train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=TrainingCollator(processor, num_crops=settings.num_crops),
+        data_collator=collator,
         callbacks=[samples, *callbacks],
     )
     result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
@@ -359,6 +368,7 @@ def fine_tune(settings: FineTuneSettings, train_rows, eval_rows, resume_from_che
         "global_step": trainer.state.global_step,
         "train_runtime": result.metrics["train_runtime"],
         "train_samples_per_second": result.metrics["train_samples_per_second"],
+        "train_tokens_per_second": result.metrics["train_samples_per_second"] * mean_sequence_length(train_set, collator),
         "train_loss": result.metrics.get("train_loss"),
         "eval_loss": final_metrics["eval_loss"],
         "log_history": trainer.state.log_history,
