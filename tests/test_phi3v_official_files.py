@@ -123,3 +123,19 @@ def test_loading_needs_no_remote_code(official_dir):
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
     assert isinstance(model, Phi3VForCausalLM)
+
+
+def test_memory_estimate_counts_16_bytes_per_trained_parameter_and_2_per_frozen_one(official_dir, full_size_model):
+    from phi3v_tutorial.architecture import GiB, estimate_finetuning_memory, lora_parameters
+
+    config = AutoConfig.from_pretrained(official_dir)
+    vision = sum(p.numel() for p in full_size_model.model.vision_embed_tokens.img_processor.parameters())
+    rows = {r["strategy"]: r for r in estimate_finetuning_memory(config, OFFICIAL_PARAMETERS, vision, lora_rank=64)}
+    assert rows["full"]["weights GiB"] * GiB == 4 * OFFICIAL_PARAMETERS
+    assert rows["full"]["gradients + AdamW GiB"] * GiB == 12 * OFFICIAL_PARAMETERS
+    assert rows["frozen vision"]["weights GiB"] * GiB == 2 * vision + 4 * (OFFICIAL_PARAMETERS - vision)
+    lora = lora_parameters(config, 64)
+    assert lora == 32 * 64 * ((3072 + 9216) + (3072 + 3072) + (3072 + 16384) + (8192 + 3072))
+    assert rows["LoRA"]["weights GiB"] * GiB == 2 * OFFICIAL_PARAMETERS + 4 * lora
+    # one ~2,400-token example: the same activations whatever the strategy
+    assert len({r["activations GiB"] for r in rows.values()}) == 1

@@ -28,6 +28,7 @@ from phi3v_tutorial.training import (
     fine_tune,
     lora_target_modules,
     trainable_summary,
+    training_arguments,
     training_examples,
 )
 
@@ -107,6 +108,7 @@ def test_lora_run_with_trained_embeddings_merges_them_in_the_official_layout(bas
     merged = AutoModelForCausalLM.from_pretrained(fine_tune(run, rows.head(8), rows.tail(4))["merged_dir"])
     base = load(base_model)
     assert set(merged.state_dict()) == set(base.state_dict())
+    assert merged.config.use_cache, "the Trainer's use_cache=False must not reach the saved model"
     assert not torch.equal(merged.lm_head.weight, base.lm_head.weight)
     assert not torch.equal(merged.model.embed_tokens.weight, base.model.embed_tokens.weight)
 
@@ -118,6 +120,21 @@ def test_frozen_vision_freezes_exactly_the_clip_tower(base_model, tmp_path):
     summary = trainable_summary(model)
     assert any("img_projection" in group for group in summary["trainable_modules"])
     assert summary["trainable_parameters"] < summary["total_parameters"]
+
+
+@pytest.mark.parametrize("strategy", ["full", "frozen_vision", "lora"])
+def test_trained_weights_are_fp32_and_frozen_ones_keep_the_half_precision_dtype(base_model, tmp_path, strategy):
+    half = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16)
+    model = apply_strategy(half, settings(base_model, tmp_path, strategy=strategy, lora_trains_embeddings=strategy == "lora"))
+    dtypes = {p.dtype for p in model.parameters() if p.requires_grad}
+    assert dtypes == {torch.float32}
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+    assert frozen == ({torch.bfloat16} if strategy != "full" else set())
+
+
+def test_extra_settings_override_the_training_arguments(base_model, tmp_path):
+    arguments = training_arguments(settings(base_model, tmp_path, extra={"save_strategy": "no", "logging_steps": 7}))
+    assert arguments.save_strategy == "no" and arguments.logging_steps == 7
 
 
 @pytest.mark.parametrize(

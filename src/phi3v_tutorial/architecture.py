@@ -92,27 +92,28 @@ def estimate_finetuning_memory(
 ) -> list[dict]:
     """A back-of-the-envelope GPU memory estimate per strategy, one GPU, batch of one example.
 
-    Assumptions (an estimate, not a measurement): bf16 weights (2 B/param; 4-bit weights for
-    QLoRA, ~0.55 B/param with quantisation constants); for trainable parameters bf16 gradients
-    (2 B) and fp32 AdamW moments (8 B); gradient checkpointing keeps one bf16 hidden state per
-    layer and recomputes one layer at a time (~34 hidden-size activations per token, memory-
-    efficient attention) and the logits in bf16 and fp32 for the loss; plus ~1 GiB for the CUDA
-    context and allocator slack. Real runs use more (fp32 copies, fragmentation).
+    Assumptions (an estimate, not a measurement), those of the course's training path
+    (`training.apply_strategy`): frozen weights in bf16 (2 B/param; 4-bit for QLoRA, ~0.55 B/param
+    with quantisation constants); trained weights in fp32 (4 B) with fp32 gradients (4 B) and
+    AdamW moments (8 B); gradient checkpointing keeps one bf16 hidden state per layer and
+    recomputes one layer at a time (~34 hidden-size activations per token, memory-efficient
+    attention) and the logits in bf16 and fp32 for the loss; plus ~1 GiB for the CUDA context and
+    allocator slack. `benchmarks/bench_full_size_gpu.py` measures it on a GPU.
     """
     lora = lora_parameters(config, lora_rank)
     hidden_states = sequence_length * config.hidden_size * 2 * (config.num_hidden_layers + 34)
     logits = sequence_length * config.vocab_size * (2 + 4 + 4)
     activations = hidden_states + logits
-    strategies = {
-        "full": (2.0, total_parameters),
-        "frozen vision": (2.0, total_parameters - vision_parameters),
-        "LoRA": (2.0, lora),
-        "QLoRA": (0.55, lora),
+    strategies = {  # frozen bytes per parameter, frozen parameters, trained parameters
+        "full": (2.0, 0, total_parameters),
+        "frozen vision": (2.0, vision_parameters, total_parameters - vision_parameters),
+        "LoRA": (2.0, total_parameters, lora),
+        "QLoRA": (0.55, total_parameters, lora),
     }
     rows = []
-    for name, (weight_bytes, trainable) in strategies.items():
-        weights = total_parameters * weight_bytes + (trainable * 2 if name in ("LoRA", "QLoRA") else 0)
-        training_state = trainable * (2 + 8)
+    for name, (frozen_bytes, frozen, trainable) in strategies.items():
+        weights = frozen * frozen_bytes + trainable * 4
+        training_state = trainable * (4 + 8)
         total = weights + training_state + activations + GiB
         rows.append(
             {

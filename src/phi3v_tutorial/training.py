@@ -206,10 +206,23 @@ def apply_strategy(model, settings: FineTuneSettings):
             bias="none",
             task_type="CAUSAL_LM",
         )
-        return get_peft_model(model, config)
-    for name, parameter in model.named_parameters():
-        frozen = settings.strategy == "frozen_vision" and name.startswith("model.vision_embed_tokens.img_processor.")
-        parameter.requires_grad_(not frozen)
+        model = get_peft_model(model, config)
+    else:
+        for name, parameter in model.named_parameters():
+            frozen = settings.strategy == "frozen_vision" and name.startswith("model.vision_embed_tokens.img_processor.")
+            parameter.requires_grad_(not frozen)
+    return with_fp32_trainable_weights(model)
+
+
+def with_fp32_trainable_weights(model):
+    """Mixed precision: the weights being trained are kept in fp32 (so are their gradients and
+    AdamW moments), frozen weights stay in the half-precision dtype they were loaded in, and the
+    Trainer's autocast does the matrix products in bf16/fp16. Trained in bf16 itself, a weight
+    of ~0.02 cannot take a step smaller than ~1e-4 (8 bits of mantissa): at a learning rate of
+    4e-5 most of AdamW's updates would round away; fp16 gradients also break the loss scaler."""
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()
     return model
 
 
@@ -281,7 +294,7 @@ def training_arguments(settings: FineTuneSettings) -> TrainingArguments:
     on_gpu = torch.cuda.is_available()
     learning_rate = settings.learning_rate or (2e-4 if settings.uses_lora else 4e-5)
     checkpointing = on_gpu if settings.gradient_checkpointing is None else settings.gradient_checkpointing
-    return TrainingArguments(
+    arguments = dict(
         output_dir=settings.output_dir,
         run_name=settings.run_name,
         num_train_epochs=settings.epochs,
@@ -313,8 +326,8 @@ def training_arguments(settings: FineTuneSettings) -> TrainingArguments:
         remove_unused_columns=False,
         dataloader_num_workers=0,
         use_cpu=not on_gpu,
-        **settings.extra,
     )
+    return TrainingArguments(**(arguments | settings.extra))
 
 
 def fine_tune(settings: FineTuneSettings, train_rows, eval_rows, resume_from_checkpoint: str | bool | None = None,
@@ -350,6 +363,9 @@ def fine_tune(settings: FineTuneSettings, train_rows, eval_rows, resume_from_che
     final_metrics = trainer.evaluate()
 
     final_dir = output_dir / "final"
+    trainer.model.config.use_cache = True  # the Trainer turns the KV cache off for training; generation wants it
+    if not settings.uses_lora:
+        trainer.model.to(precision()["dtype"])  # saved as the base checkpoint is (bf16 on GPU), not in fp32
     trainer.save_model(str(final_dir))
     merged_dir = None
     if trainer.is_world_process_zero():
