@@ -124,3 +124,33 @@ def test_the_inspection_figures_draw_tables_with_and_without_prices(table):
     assert figures[4].axes[0].get_title() == "categories: 67% right (diagonal)"
     for figure in figures:
         plt.close(figure)
+
+
+@pytest.mark.parametrize(("category", "obj"), [("TRENCH COATS", "trench coat"), ("SCARVES", "scarf"), ("DRESSES", "dress"),
+                                               ("WALLETS & CARD CASES", "wallet"), ("T-SHIRTS", "t-shirt"), ("CAPS", "cap")])
+def test_category_object_is_the_singular_of_the_first_item(category, obj):
+    assert predictions.category_object(category) == obj
+
+
+def test_names_category_needs_the_whole_phrase_as_words():
+    assert predictions.names_category("A yellow nylon umbrella on a white background.", "UMBRELLAS")
+    assert predictions.names_category("A white cotton baseball cap.", "CAPS")
+    assert not predictions.names_category("A black leather crossbody bag.", "TOTE BAGS"), "bag alone is not a tote bag"
+    assert not predictions.names_category("A red escape.", "CAPS"), "cap inside another word does not count"
+    assert not predictions.names_category("A navy trench.", "TRENCH COATS")
+
+
+def test_wrong_categories_are_described_again_and_checked_against_the_truth(table, monkeypatch):
+    """Rows 1 and 2 of the table answer UMBRELLAS: row 1 (a backpack) is wrong, row 2 right."""
+    asked = []
+
+    def describe(model, processor, pictures, question, **kwargs):
+        asked.append((len(pictures), question))
+        return ["A black nylon backpack on a grey background."]
+
+    monkeypatch.setattr(predictions, "generate_answers", describe)
+    described = predictions.describe_wrong_categories(None, None, table)
+    assert asked == [(1, "Describe the image.")]
+    assert described.index.tolist() == [1]
+    assert described.loc[1, "true_category"] == "BACKPACKS" and described.loc[1, "answered_category"] == "UMBRELLAS"
+    assert bool(described.loc[1, "description_names_category"])

@@ -96,3 +96,6 @@ def test_05_evaluates_on_the_test_split_against_baselines(run_dir):
     assert fine_tuned["category_accuracy"] >= 0.7
     assert metrics["noise_floor_mape"] == pytest.approx(load_metrics(run_dir, "02_sample_data")["test_noise_floor_mape"])
     assert metrics["predictions_per_second"] > 0
+    wrong = round((1 - fine_tuned["category_accuracy"]) * metrics["n_test"])
+    assert metrics["wrong_categories"] == wrong, "every wrong category was described again"
+    assert 0 <= metrics["wrong_categories_described_right"] <= wrong

@@ -1,11 +1,14 @@
 """What a model says about catalog pictures it never saw: generated answers next to the truth."""
 
+import re
+
 import pandas as pd
 from PIL import Image
 
 from phi3v_tutorial.data.images import decode_image, to_rgb
 from phi3v_tutorial.evaluation import catalog_metrics, format_target, normalise_text, parse_prediction
 from phi3v_tutorial.generation import generate_answers
+from phi3v_tutorial.tiny_base_model import DESCRIBE
 from phi3v_tutorial.training import CATALOG_QUESTION
 
 
@@ -44,6 +47,48 @@ def truths(rows: pd.DataFrame, category_column: str = "category3_code") -> list[
     """Rows as the truth dicts `evaluation.catalog_metrics` takes."""
     return [{"title": r["title"], "category": r[category_column], "full_price": float(r["full_price"])}
             for _, r in rows.iterrows()]
+
+
+def describe_wrong_categories(model, processor, table: pd.DataFrame, num_crops: int | None = None,
+                              batch_size: int = 16) -> pd.DataFrame:
+    """For each row of a `predict_catalog` table whose category is wrong, the same model's answer to
+    "Describe the image." (the tiny base model's pretraining question; the real model answers it too)
+    about the same picture, and whether that description names the true
+    category's object. It tells a model that does not see the product from one that sees it but
+    answers the catalog question from a product group it remembers."""
+    wrong = table[~table["category_right"].astype(bool)]
+    descriptions = generate_answers(model, processor, load_pictures(wrong), DESCRIBE, batch_size=batch_size,
+                                    num_crops=num_crops, progress=False)
+    return pd.DataFrame({
+        "true_title": wrong["true_title"],
+        "true_category": wrong["true_category"],
+        "answered_title": wrong["title"],
+        "answered_category": wrong["category"],
+        "description": descriptions,
+        "description_names_category": [names_category(d, c) for d, c in zip(descriptions, wrong["true_category"])],
+    }, index=wrong.index)
+
+
+def names_category(text: str, category: str) -> bool:
+    """Whether free text names the category's object, as a whole phrase: "A yellow nylon umbrella."
+    names UMBRELLAS, "a white silk scarf" SCARVES, "a grey leather wallet" WALLETS & CARD CASES."""
+    return re.search(rf"\b{re.escape(category_object(category))}\b", text.lower()) is not None
+
+
+def category_object(category: str) -> str:
+    """The object a category holds, in the singular, as a description would name it: TRENCH COATS ->
+    "trench coat", SCARVES -> "scarf", DRESSES -> "dress", WALLETS & CARD CASES -> "wallet"."""
+    return " ".join(singular(word) for word in category.split("&")[0].lower().split())
+
+
+def singular(word: str) -> str:
+    if word.endswith("ves"):
+        return word[:-3] + "f"
+    if word.endswith("sses"):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
 
 
 # --- reading a prediction table ------------------------------------------------------------------
