@@ -24,6 +24,7 @@ import gc
 import tempfile
 import time
 
+import pandas as pd
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor, Trainer, TrainerCallback
 
@@ -63,8 +64,8 @@ def bench_training(model_name: str, config, processor, examples, strategy: str, 
                    steps: int, lora_rank: int) -> dict:
     settings = FineTuneSettings(base_model=model_name, output_dir=tempfile.mkdtemp(), strategy=strategy,
                                 num_crops=num_crops, batch_size=batch_size, max_steps=steps, lora_rank=lora_rank,
-                                lora_alpha=2 * lora_rank, eval_steps=10**6, save_steps=10**6, warmup_steps=0,
-                                prediction_samples=0, extra={"save_strategy": "no"})
+                                lora_alpha=2 * lora_rank, warmup_steps=0, prediction_samples=0,
+                                extra={"eval_strategy": "no", "save_strategy": "no"})
     settings.validate()
     gc.collect()
     torch.cuda.empty_cache()
@@ -74,8 +75,8 @@ def bench_training(model_name: str, config, processor, examples, strategy: str, 
     collator = TrainingCollator(processor, num_crops=num_crops)
     tokens = sum(len(collator.encode(e)["input_ids"]) for e in examples[:8]) / 8
     timer = StepTimer()
-    trainer = Trainer(model=model, args=training_arguments(settings), train_dataset=examples,
-                      eval_dataset=examples[:2], data_collator=collator, callbacks=[timer])
+    trainer = Trainer(model=model, args=training_arguments(settings), train_dataset=examples, data_collator=collator,
+                      callbacks=[timer])
     trainer.train()
     seconds = timer.seconds_per_step()
     peak = torch.cuda.max_memory_allocated() / GiB
@@ -85,14 +86,19 @@ def bench_training(model_name: str, config, processor, examples, strategy: str, 
             "samples/s": batch_size / seconds, "tokens/s": batch_size * tokens / seconds}
 
 
-def estimate_gib(config, strategy: str, batch_size: int, tokens: float, lora_rank: int) -> float | None:
+def parameter_counts(config) -> tuple[int, int]:
+    """All parameters and the CLIP tower's, counted on the meta device (nothing allocated)."""
+    model = architecture.meta_model(config)
+    return (sum(p.numel() for p in model.parameters()),
+            sum(p.numel() for p in model.model.vision_embed_tokens.img_processor.parameters()))
+
+
+def estimate_gib(config, counts: tuple[int, int], strategy: str, batch_size: int, tokens: float,
+                 lora_rank: int) -> float | None:
+    """Notebook 01's estimate, which is made for one example."""
     if batch_size != 1:
         return None
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    total = sum(p.numel() for p in model.parameters())
-    vision = sum(p.numel() for p in model.model.vision_embed_tokens.img_processor.parameters())
-    rows = architecture.estimate_finetuning_memory(config, total, vision, sequence_length=int(tokens), lora_rank=lora_rank)
+    rows = architecture.estimate_finetuning_memory(config, *counts, sequence_length=int(tokens), lora_rank=lora_rank)
     return next(r["estimate GiB"] for r in rows if r["strategy"] == ESTIMATE_NAMES[strategy])
 
 
@@ -113,13 +119,7 @@ def bench_generation(config, processor, pictures, num_crops: int, batch_size: in
 
 
 def print_table(rows: list[dict]) -> None:
-    columns = list(rows[0])
-    cells = [[f"{v:,.1f}" if isinstance(v, float) else ("-" if v is None else f"{v:,}" if isinstance(v, int) else str(v))
-              for v in row.values()] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
-    for r in cells:
-        print("  ".join(v.rjust(w) for v, w in zip(r, widths)))
+    print(pd.DataFrame(rows).to_string(index=False, float_format="{:,.1f}".format, na_rep="-"))
 
 
 def main() -> None:
@@ -141,15 +141,16 @@ def main() -> None:
           f"torch {torch.__version__}, CUDA {torch.version.cuda}; {args.model}; {args.steps} steps per setting, "
           f"LoRA rank {args.lora_rank}\n")
 
+    counts = parameter_counts(config)
     rows = []
     for index, (strategy, num_crops, batch_size) in enumerate(SETTINGS):
         if args.only is not None and index not in args.only:
             continue
         row = bench_training(args.model, config, processor, examples, strategy, num_crops, batch_size, args.steps,
                              args.lora_rank)
-        row["estimate GiB"] = estimate_gib(config, strategy, batch_size, row["tokens/example"], args.lora_rank)
+        row["estimate GiB"] = estimate_gib(config, counts, strategy, batch_size, row["tokens/example"], args.lora_rank)
         rows.append(row)
-        print_table(rows[-1:])
+        print(f"measured: {strategy}, {num_crops} crops, batch {batch_size}", flush=True)
     print("\nfine-tuning, one GPU")
     print_table(rows)
 

@@ -79,7 +79,9 @@ def test_smoke_build_loads_generates_and_round_trips(tmp_path):
     out = tmp_path / "tiny-base"
     metrics = tiny_base_model.build(out, pictures=24, vision_steps=10, steps=3, batch_size=4, eval_pictures=4)
     assert tiny_base_model.is_built(out)
-    assert json.loads((out / "config.json").read_text())["model_type"] == "phi3_v"
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "phi3_v"
+    assert config["use_cache"], "the Trainer's use_cache=False must not reach the saved model"
     keys = set(load_file(out / "model.safetensors"))
     assert "model.vision_embed_tokens.img_processor.vision_model.embeddings.patch_embedding.weight" in keys
     assert "model.vision_embed_tokens.sub_GN" in keys and "lm_head.weight" in keys

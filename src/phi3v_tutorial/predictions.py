@@ -52,10 +52,10 @@ def truths(rows: pd.DataFrame, category_column: str = "category3_code") -> list[
 def describe_wrong_categories(model, processor, table: pd.DataFrame, num_crops: int | None = None,
                               batch_size: int = 16) -> pd.DataFrame:
     """For each row of a `predict_catalog` table whose category is wrong, the same model's answer to
-    "Describe the image." (the tiny base model's pretraining question; the real model answers it too)
-    about the same picture, and whether that description names the true
-    category's object. It tells a model that does not see the product from one that sees it but
-    answers the catalog question from a product group it remembers."""
+    "Describe the image." about the same picture (the tiny base model's pretraining question; the
+    real model answers it too), and whether that description names the true category's object. It
+    tells a model that does not see the product from one that sees it but answers the catalog
+    question from a product group it remembers."""
     wrong = table[~table["category_right"].astype(bool)]
     descriptions = generate_answers(model, processor, load_pictures(wrong), DESCRIBE, batch_size=batch_size,
                                     num_crops=num_crops, progress=False)

@@ -349,6 +349,7 @@ def build(
                      "learning_rate": learning_rate, "seed": seed},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
+    model.config.use_cache = True  # the Trainer turned the KV cache off for training
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     (out_dir / "build_metrics.json").write_text(json.dumps(metrics, indent=2))
