@@ -114,7 +114,10 @@ def server(monkeypatch):
     for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
     handler = type("Handler", (_FaultyHandler,), {"hits": Counter(), "lock": threading.Lock()})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    # a listen backlog for every worker at once: with the default of 5, a connection beyond it waits
+    # for the client's SYN retry (1 s), longer than TIMEOUT, and a clean download counts 2 attempts
+    server_class = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 64})
+    httpd = server_class(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_port}", handler.hits
