@@ -75,6 +75,17 @@ def test_descriptions_name_what_is_visible():
     assert tiny_base_model.description(backpack) == "A small black nylon backpack for children on a white background."
 
 
+def test_description_checks_read_the_product_not_the_background():
+    product = tiny_base_model.product_phrase("A black checked gabardine trench coat on a light grey background.")
+    assert product == "a black checked gabardine trench coat"
+    assert not tiny_base_model.mentions(product, "grey"), "the background's colour is not the product's"
+    assert tiny_base_model.mentions(product, "black") and tiny_base_model.mentions(product, "trench coat")
+    assert tiny_base_model.product_phrase("A red wallet for children on an orange background.") == "a red wallet for children"
+    assert not tiny_base_model.mentions("a redesigned cap", "red"), "whole words only"
+    assert not tiny_base_model.mentions("a red t-shirt", "shirt")
+    assert not tiny_base_model.mentions("a light blue cap", "navy blue")
+
+
 def test_smoke_build_loads_generates_and_round_trips(tmp_path):
     out = tmp_path / "tiny-base"
     metrics = tiny_base_model.build(out, pictures=24, vision_steps=10, steps=3, batch_size=4, eval_pictures=4)

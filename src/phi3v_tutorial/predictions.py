@@ -1,14 +1,12 @@
 """What a model says about catalog pictures it never saw: generated answers next to the truth."""
 
-import re
-
 import pandas as pd
 from PIL import Image
 
 from phi3v_tutorial.data.images import decode_image, to_rgb
 from phi3v_tutorial.evaluation import catalog_metrics, format_target, normalise_text, parse_prediction
 from phi3v_tutorial.generation import generate_answers
-from phi3v_tutorial.tiny_base_model import DESCRIBE
+from phi3v_tutorial.tiny_base_model import DESCRIBE, mentions
 from phi3v_tutorial.training import CATALOG_QUESTION
 
 
@@ -72,7 +70,7 @@ def describe_wrong_categories(model, processor, table: pd.DataFrame, num_crops: 
 def names_category(text: str, category: str) -> bool:
     """Whether free text names the category's object, as a whole phrase: "A yellow nylon umbrella."
     names UMBRELLAS, "a white silk scarf" SCARVES, "a grey leather wallet" WALLETS & CARD CASES."""
-    return re.search(rf"\b{re.escape(category_object(category))}\b", text.lower()) is not None
+    return mentions(text, category_object(category))
 
 
 def category_object(category: str) -> str:

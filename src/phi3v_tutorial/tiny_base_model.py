@@ -362,8 +362,9 @@ def evaluate_base_model(model, processor, count: int, seed: int = 1) -> dict:
     catalog question produce the catalog format (it should not: nobody taught it)?"""
     looks, pictures = draw_pictures(count, seed=EVALUATION_SEED + seed)
     descriptions = generate_answers(model, processor, pictures, DESCRIBE)
-    right_object = [look.product_type in text.lower() for look, text in zip(looks, descriptions)]
-    right_colour = [rendering.COLOURS[look.colour].plain in text.lower() for look, text in zip(looks, descriptions)]
+    products = [product_phrase(text) for text in descriptions]
+    right_object = [mentions(product, look.product_type) for look, product in zip(looks, products)]
+    right_colour = [mentions(product, rendering.COLOURS[look.colour].plain) for look, product in zip(looks, products)]
     catalog_answers = generate_answers(model, processor, pictures, CATALOG_QUESTION)
     catalog_format = re.compile(r"Product:.*Category:.*Full Price:", re.DOTALL)
     return {
@@ -374,6 +375,18 @@ def evaluate_base_model(model, processor, count: int, seed: int = 1) -> dict:
         "sample_descriptions": [{"truth": description(look), "model": text} for look, text in zip(looks[:5], descriptions)],
         "sample_catalog_answers": catalog_answers[:5],
     }
+
+
+def product_phrase(text: str) -> str:
+    """What a description says of the product, without its background: "A grey leather tote bag on
+    a light grey background." -> "a grey leather tote bag" (so the background cannot supply a colour)."""
+    return re.split(r"\s+on an?\s", text.lower(), maxsplit=1)[0]
+
+
+def mentions(text: str, phrase: str) -> bool:
+    """Whether `text` holds `phrase` as whole words: "a red tote bag" mentions "tote bag" and "red";
+    "a redesigned cap" does not mention "red", nor "a red t-shirt" "shirt"."""
+    return re.search(rf"(?<![\w-]){re.escape(phrase.lower())}(?![\w-])", text.lower()) is not None
 
 
 def model_card(metrics: dict) -> str:
