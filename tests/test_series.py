@@ -40,7 +40,7 @@ def test_01_records_the_architecture(run_dir):
     assert metrics["base_model_description"].strip(), "the base model describes the picture"
     build = metrics["base_model_build"]
     assert build["catalog_format_rate"] == 0.0, "the base model was never taught the catalog format"
-    # regression guards below what was measured on 2026-11-26 (object 92.3 %, object and colour 89.9 %,
+    # regression guards below what was measured on 2026-11-26 (object 92.3 %, object and colour 89.8 %,
     # tower 96.7 %; the issue asks for 90 % of both): 1000 held-out pictures, one standard error is
     # about 1 point, and another CPU's float rounding trains a slightly different model
     assert build["description_object_accuracy"] >= 0.85
@@ -73,8 +73,8 @@ def test_04_fine_tunes_and_the_validation_loss_falls(run_dir):
     assert metrics["global_step"] > 0
     assert metrics["eval_loss"] < metrics["first_eval_loss"], "the model learned something about the catalog"
     assert metrics["validation"]["parse_rate"] >= 0.9, "the fine-tuned model answers in the catalog format"
-    # a regression guard below the 90.3 % measured on 2026-11-26 (the issue asks for 95 %)
-    assert metrics["validation"]["category_accuracy"] >= 0.8, "the fine-tuned model reads the product type"
+    # a regression guard below the 91.9 % measured on 2026-11-26 with LoRA + embeddings (the issue asks for 95 %)
+    assert metrics["validation"]["category_accuracy"] >= 0.85, "the fine-tuned model reads the product type"
     assert metrics["train_samples_per_second"] > 0
 
 
@@ -92,8 +92,8 @@ def test_05_evaluates_on_the_test_split_against_baselines(run_dir):
     assert fine_tuned["category_accuracy"] > zero_shot["category_accuracy"]
     assert fine_tuned["price_mape"] < zero_shot["price_mape"]
     assert fine_tuned["price_mape"] < train_median["price_mape"]
-    # a regression guard below the 85 % measured on 2026-11-26 (22 unseen product groups)
-    assert fine_tuned["category_accuracy"] >= 0.7
+    # a regression guard below the 89.8 % measured on 2026-11-26 with LoRA + embeddings (22 unseen product groups)
+    assert fine_tuned["category_accuracy"] >= 0.8
     assert metrics["noise_floor_mape"] == pytest.approx(load_metrics(run_dir, "02_sample_data")["test_noise_floor_mape"])
     assert metrics["predictions_per_second"] > 0
     wrong = round((1 - fine_tuned["category_accuracy"]) * metrics["n_test"])

@@ -170,6 +170,7 @@ def test_command_line_takes_the_profiles_settings_unless_given():
         profile["strategy"], profile["max_steps"], profile["batch_size"])
     assert (defaults.learning_rate, defaults.num_crops, defaults.rehearsal_examples) == (
         profile["learning_rate"], profile["num_crops"], profile["rehearsal_examples"])
+    assert defaults.lora_trains_embeddings == profile["lora_trains_embeddings"]
     given = command_line_settings(
         command_line().parse_args(["--strategy", "lora", "--lora-trains-embeddings", "--rehearsal-examples", "0",
                                    "--max-steps", "5"]), profile, "base")
@@ -177,6 +178,21 @@ def test_command_line_takes_the_profiles_settings_unless_given():
     assert given.batch_size == profile["batch_size"]
     bare = command_line_settings(command_line().parse_args([]), {}, "base")  # a profile that sets nothing
     assert (bare.strategy, bare.max_steps, bare.rehearsal_examples) == ("lora", -1, 0)
+
+
+def test_the_profiles_choice_to_train_embeddings_applies_to_lora_only():
+    profile = {"strategy": "lora", "lora_trains_embeddings": True}
+
+    def chosen(*argv):
+        return command_line_settings(command_line().parse_args(list(argv)), profile, "base")
+
+    assert chosen().lora_trains_embeddings
+    assert not chosen("--no-lora-trains-embeddings").lora_trains_embeddings
+    frozen = chosen("--strategy", "frozen_vision")
+    frozen.validate()
+    assert (frozen.strategy, frozen.lora_trains_embeddings) == ("frozen_vision", False)
+    with pytest.raises(ValueError, match="lora_trains_embeddings goes with"):
+        chosen("--strategy", "full", "--lora-trains-embeddings").validate()
 
 
 # --- what is trained on ----------------------------------------------------------------------------

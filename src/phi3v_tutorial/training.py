@@ -411,7 +411,8 @@ def load_splits(profile: str, catalog_dir: str | Path, catalog_size: int, image_
 
 
 # What a profile (params/<profile>.yaml) sets for fine-tuning: the command line's defaults.
-PROFILE_SETTINGS = ("strategy", "num_crops", "max_steps", "batch_size", "learning_rate", "rehearsal_examples")
+PROFILE_SETTINGS = ("strategy", "lora_trains_embeddings", "num_crops", "max_steps", "batch_size", "learning_rate",
+                    "rehearsal_examples")
 
 
 def command_line() -> argparse.ArgumentParser:
@@ -421,7 +422,7 @@ def command_line() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", type=Path, default=None)
     parser.add_argument("--strategy", choices=STRATEGIES)
     parser.add_argument("--num-crops", type=int)
-    parser.add_argument("--lora-trains-embeddings", action="store_true",
+    parser.add_argument("--lora-trains-embeddings", action=argparse.BooleanOptionalAction,
                         help="with LoRA, also train the token embeddings and the output layer in full")
     parser.add_argument("--max-steps", type=int)
     parser.add_argument("--epochs", type=float, default=1.0, help="when max steps is -1")
@@ -441,10 +442,11 @@ def command_line_settings(args: argparse.Namespace, profile: dict, base_model: s
     """The run's settings: each of `PROFILE_SETTINGS` from the command line, else from the profile."""
     chosen = {name: getattr(args, name) if getattr(args, name) is not None else profile.get(name)
               for name in PROFILE_SETTINGS}
+    if chosen["strategy"] not in ("lora", "qlora") and args.lora_trains_embeddings is None:
+        chosen["lora_trains_embeddings"] = None  # the profile's choice for LoRA does not apply to this strategy
     return FineTuneSettings(
         base_model=base_model,
         output_dir=str(args.output_dir or REPO_ROOT / "runs" / args.profile / "fine-tune"),
-        lora_trains_embeddings=args.lora_trains_embeddings,
         epochs=args.epochs,
         eval_steps=args.eval_steps,
         save_steps=args.save_steps,
