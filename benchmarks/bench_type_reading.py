@@ -1,0 +1,130 @@
+"""Where the tiny profile's category accuracy is lost: the product type as read at each stage.
+
+    python benchmarks/bench_type_reading.py [--base models/tiny-phi3v-base] [--fine-tuned MODEL_DIR]
+
+The fine-tuned model defaults to the one the tiny series trained (`runs/tiny`, notebook 04's metrics).
+
+A product's category is a function of its type, so the fine-tuned model's category accuracy is at
+most what the pipeline reads of the type. On the validation and test pictures of the tiny profile's
+catalog (product groups never trained on), one run measures side by side:
+
+- tower probe, fresh pictures: a linear classifier on the frozen CLIP tower's mean feature (what
+  stage 1 of the base-model build trains its heads on), fitted on freshly drawn pictures of every
+  attribute combination: what the tower knows of the type;
+- tower probe, train split: the same classifier fitted on the catalog's train split only: what the
+  fine-tuning data alone teaches of the type, from the same features;
+- base model: its zero-shot answer to "Describe the image." names the type;
+- fine-tuned model: the category of its catalog answer.
+
+Prints the machine, the table and the seconds it took.
+"""
+
+import argparse
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import AutoModelForCausalLM, AutoProcessor
+
+from phi3v_tutorial import tiny_base_model
+from phi3v_tutorial.data import catalog, rendering
+from phi3v_tutorial.generation import generate_answers
+from phi3v_tutorial.paths import REPO_ROOT
+from phi3v_tutorial.predictions import load_pictures, predict_catalog
+from phi3v_tutorial.runs import load_metrics
+from phi3v_tutorial.training import load_splits
+
+PROBE_SEED = 30_000  # fresh pictures: not the build's, its evaluation's or fine-tuning's rehearsal's
+PRODUCT_TYPES = list(rendering.PRODUCT_TYPES)
+TYPE_OF_CATEGORY = {category3: product_type for product_type, (_, category3) in catalog.CATEGORIES.items()}
+
+
+@torch.no_grad()
+def tower_features(model, processor, pictures, batch_size: int = 256) -> torch.Tensor:
+    """(pictures, C): the tower's patch features of the global view, averaged (stage 1's head input)."""
+    image_embedding = model.model.vision_embed_tokens
+    features = []
+    for start in range(0, len(pictures), batch_size):
+        views = processor.image_processor(pictures[start:start + batch_size], num_crops=1)["pixel_values"][:, 0]
+        features.append(image_embedding.patch_features(views).mean(1))
+    return torch.cat(features)
+
+
+def fit_probe(features: torch.Tensor, types: torch.Tensor, l2: float = 1e-4):
+    """A multinomial logistic regression on standardised features (L-BFGS); returns a predictor."""
+    torch.manual_seed(0)
+    mean, std = features.mean(0), features.std(0) + 1e-6
+    head = torch.nn.Linear(features.shape[1], len(PRODUCT_TYPES))
+    optimizer = torch.optim.LBFGS(head.parameters(), max_iter=300, line_search_fn="strong_wolfe")
+    standardised = (features - mean) / std
+
+    def loss():
+        optimizer.zero_grad()
+        value = torch.nn.functional.cross_entropy(head(standardised), types) + l2 * head.weight.pow(2).sum()
+        value.backward()
+        return value
+
+    optimizer.step(loss)
+    return lambda new: head((new - mean) / std).argmax(-1).detach()
+
+
+def type_indices(rows: pd.DataFrame) -> torch.Tensor:
+    return torch.tensor([PRODUCT_TYPES.index(TYPE_OF_CATEGORY[category]) for category in rows["category3_code"]])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", default=str(tiny_base_model.DEFAULT_DIR))
+    parser.add_argument("--fine-tuned", help="a fine-tuned checkpoint folder (default: the tiny series' model)")
+    parser.add_argument("--fresh-pictures", type=int, default=10_000, help="pictures the first probe is fitted on")
+    parser.add_argument("--num-crops", type=int, default=4, help="crop budget of the two models' answers")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    args.fine_tuned = args.fine_tuned or load_metrics(REPO_ROOT / "runs" / "tiny", "04_fine_tuning")["trained_model"]
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+
+    splits = load_splits("tiny", REPO_ROOT / "data" / "catalog", 3000, REPO_ROOT / "data" / "cache" / "burberry-images",
+                         seed=0)
+    evaluated = {name: splits[name].reset_index(drop=True) for name in ("validation", "test")}
+    pictures = {name: load_pictures(rows) for name, rows in evaluated.items()}
+    truth = {name: type_indices(rows) for name, rows in evaluated.items()}
+
+    base, base_processor = tiny_base_model.load(args.base)
+    features = {name: tower_features(base, base_processor, pictures[name]) for name in evaluated}
+    looks, fresh = tiny_base_model.draw_pictures(args.fresh_pictures, seed=PROBE_SEED)
+    readers = {
+        "tower probe, fresh pictures": fit_probe(tower_features(base, base_processor, fresh),
+                                                 torch.tensor([PRODUCT_TYPES.index(look.product_type) for look in looks])),
+        "tower probe, train split": fit_probe(tower_features(base, base_processor, load_pictures(splits["train"])),
+                                              type_indices(splits["train"])),
+    }
+    table = {reader: {name: float((predict(features[name]) == truth[name]).float().mean()) for name in evaluated}
+             for reader, predict in readers.items()}
+
+    table["base model, describes the type"] = {}
+    for name, rows in evaluated.items():
+        descriptions = generate_answers(base, base_processor, pictures[name], tiny_base_model.DESCRIBE,
+                                        num_crops=args.num_crops, progress=False)
+        named = [tiny_base_model.mentions(tiny_base_model.product_phrase(text), TYPE_OF_CATEGORY[category])
+                 for text, category in zip(descriptions, rows["category3_code"])]
+        table["base model, describes the type"][name] = float(np.mean(named))
+
+    fine_tuned = AutoModelForCausalLM.from_pretrained(args.fine_tuned)
+    fine_tuned_processor = AutoProcessor.from_pretrained(args.fine_tuned)
+    table["fine-tuned model, catalog category"] = {
+        name: float(predict_catalog(fine_tuned, fine_tuned_processor, rows, num_crops=args.num_crops)["category_right"].mean())
+        for name, rows in evaluated.items()
+    }
+
+    print(f"machine: torch {torch.__version__}, {args.threads} CPU thread(s)")
+    print(f"base: {args.base} | fine-tuned: {args.fine_tuned} | probe fitted on {args.fresh_pictures} fresh pictures "
+          f"and on {len(splits['train'])} train rows ({splits['train']['product_group'].nunique()} product groups)")
+    columns = {name: f"{name} ({len(rows)} rows, {rows['product_group'].nunique()} groups)" for name, rows in evaluated.items()}
+    print(pd.DataFrame(table).T.rename(columns=columns).map(lambda share: f"{share:.1%}").to_string())
+    print(f"\n{time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
