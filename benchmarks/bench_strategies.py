@@ -22,11 +22,11 @@ from transformers import AutoModelForCausalLM, AutoProcessor
 from phi3v_tutorial import tiny_base_model
 from phi3v_tutorial.paths import REPO_ROOT
 from phi3v_tutorial.predictions import predict_catalog
-from phi3v_tutorial.training import FineTuneSettings, fine_tune, load_splits
+from phi3v_tutorial.training import command_line, command_line_settings, fine_tune, load_splits
 
-STRATEGIES = {  # name: settings beside the profile's
-    "frozen vision tower": {"strategy": "frozen_vision"},
-    "LoRA + embeddings": {"strategy": "lora", "lora_trains_embeddings": True},
+STRATEGIES = {  # name: the training command line's options beside the profile's settings
+    "frozen vision tower": ["--strategy", "frozen_vision"],
+    "LoRA + embeddings": ["--strategy", "lora", "--lora-trains-embeddings"],
 }
 
 
@@ -45,12 +45,10 @@ def main():
     for seed in args.seeds:
         splits = load_splits("tiny", args.out / f"catalog-seed{seed}", profile["catalog_size"],
                              notebooks / profile["image_cache_dir"], seed=seed)
-        for name, strategy in STRATEGIES.items():
-            settings = FineTuneSettings(
-                base_model=base_model, output_dir=str(args.out / f"seed{seed}-{strategy['strategy']}"),
-                num_crops=profile["num_crops"], max_steps=profile["max_steps"], batch_size=profile["batch_size"],
-                learning_rate=profile["learning_rate"], rehearsal_examples=profile["rehearsal_examples"],
-                warmup_steps=50, eval_steps=profile["max_steps"], save_steps=profile["max_steps"], seed=0, **strategy)
+        for name, options in STRATEGIES.items():
+            once = ["--eval-steps", str(profile["max_steps"]), "--save-steps", str(profile["max_steps"])]
+            chosen = command_line().parse_args([*options, *once, "--output-dir", str(args.out / f"seed{seed}-{options[1]}")])
+            settings = command_line_settings(chosen, profile, base_model)
             started = time.perf_counter()
             outcome = fine_tune(settings, splits["train"], splits["validation"])
             trained = outcome["merged_dir"] or outcome["final_dir"]

@@ -31,7 +31,7 @@ from phi3v_tutorial import tiny_base_model
 from phi3v_tutorial.data import catalog, rendering
 from phi3v_tutorial.generation import generate_answers
 from phi3v_tutorial.paths import REPO_ROOT
-from phi3v_tutorial.predictions import load_pictures, predict_catalog
+from phi3v_tutorial.predictions import load_pictures, names_category, predict_catalog
 from phi3v_tutorial.runs import load_metrics
 from phi3v_tutorial.training import load_splits
 
@@ -107,7 +107,7 @@ def main():
     for name, rows in evaluated.items():
         descriptions = generate_answers(base, base_processor, pictures[name], tiny_base_model.DESCRIBE,
                                         num_crops=args.num_crops, progress=False)
-        named = [tiny_base_model.mentions(tiny_base_model.product_phrase(text), TYPE_OF_CATEGORY[category])
+        named = [names_category(tiny_base_model.product_phrase(text), category)
                  for text, category in zip(descriptions, rows["category3_code"])]
         table["base model, describes the type"][name] = float(np.mean(named))
 

@@ -193,6 +193,8 @@ def test_the_profiles_choice_to_train_embeddings_applies_to_lora_only():
     assert (frozen.strategy, frozen.lora_trains_embeddings) == ("frozen_vision", False)
     with pytest.raises(ValueError, match="lora_trains_embeddings goes with"):
         chosen("--strategy", "full", "--lora-trains-embeddings").validate()
+    no_strategy = command_line_settings(command_line().parse_args([]), {"lora_trains_embeddings": True}, "base")
+    assert (no_strategy.strategy, no_strategy.lora_trains_embeddings) == ("lora", True), "the default strategy is LoRA"
 
 
 # --- what is trained on ----------------------------------------------------------------------------

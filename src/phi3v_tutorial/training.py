@@ -44,6 +44,7 @@ from phi3v_tutorial.paths import REPO_ROOT
 
 CATALOG_QUESTION = "What is shown in this image?"
 STRATEGIES = ("lora", "qlora", "full", "frozen_vision")
+LORA_STRATEGIES = ("lora", "qlora")  # the strategies that train adapters
 LANGUAGE_MODEL_LORA_TARGETS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
 # Module names (regular expressions over the full dotted name) each target group adapts.
 LANGUAGE_MODEL_MODULES = r"model\.layers\.\d+\.(self_attn\.(qkv_proj|o_proj)|mlp\.(gate_up_proj|down_proj))"
@@ -106,7 +107,7 @@ class FineTuneSettings:
 
     @property
     def uses_lora(self) -> bool:
-        return self.strategy in ("lora", "qlora")
+        return self.strategy in LORA_STRATEGIES
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -442,9 +443,7 @@ def command_line_settings(args: argparse.Namespace, profile: dict, base_model: s
     """The run's settings: each of `PROFILE_SETTINGS` from the command line, else from the profile."""
     chosen = {name: getattr(args, name) if getattr(args, name) is not None else profile.get(name)
               for name in PROFILE_SETTINGS}
-    if chosen["strategy"] not in ("lora", "qlora") and args.lora_trains_embeddings is None:
-        chosen["lora_trains_embeddings"] = None  # the profile's choice for LoRA does not apply to this strategy
-    return FineTuneSettings(
+    settings = FineTuneSettings(
         base_model=base_model,
         output_dir=str(args.output_dir or REPO_ROOT / "runs" / args.profile / "fine-tune"),
         epochs=args.epochs,
@@ -454,6 +453,9 @@ def command_line_settings(args: argparse.Namespace, profile: dict, base_model: s
         seed=args.seed,
         **{name: value for name, value in chosen.items() if value is not None},
     )
+    if not settings.uses_lora and args.lora_trains_embeddings is None:
+        settings.lora_trains_embeddings = False  # the profile's choice for LoRA does not apply to this strategy
+    return settings
 
 
 def main(argv: list[str] | None = None) -> dict:
