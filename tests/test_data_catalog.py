@@ -1,5 +1,6 @@
 """The generated catalog: determinism, pricing, noise floor, traps, titles and categories."""
 
+import dataclasses
 import hashlib
 import math
 
@@ -13,16 +14,21 @@ from phi3v_tutorial.data.catalog import (
     CATEGORIES,
     TRAP_RATES,
     best_price_guess,
+    blind_reader_mape,
     compose_title,
     generate_catalog,
+    is_sample_title,
+    kids_share,
     list_price,
+    look_from_title,
     noise_floor_mape,
     open_catalog,
+    parse_title,
     plan_catalog,
     to_price_point,
 )
 from phi3v_tutorial.data.images import UnusableImage, decode_image
-from phi3v_tutorial.data.rendering import Look
+from phi3v_tutorial.data.rendering import Look, sample_look
 
 SIZE = 60
 
@@ -76,9 +82,13 @@ def test_full_price_is_list_price_times_lognormal_noise_of_sigma_0_1():
     assert np.allclose(table["full_price_eur"], (table["full_price"] * 0.92).round(2))
 
 
-def _monte_carlo_floor(list_price_usd: float, rng: np.random.Generator, draws: int = 200_000) -> float:
-    """The lowest MAPE of any constant guess, by simulation and brute force (independent of the module)."""
-    amounts = list_price_usd * np.exp(rng.normal(0, 0.10, draws))
+def _monte_carlo_floor(list_prices: float | list[float], rng: np.random.Generator, probabilities=None,
+                       draws: int = 200_000) -> float:
+    """The lowest MAPE of any constant guess, by simulation and brute force (independent of the module),
+    for a product whose list price is one of `list_prices` with `probabilities` (one price: certain)."""
+    list_prices = np.atleast_1d(list_prices)
+    chosen = rng.choice(list_prices, size=draws, p=probabilities)
+    amounts = chosen * np.exp(rng.normal(0, 0.10, draws))
     prices = np.where(amounts < 1000, 10 * np.floor(amounts / 10 + 0.5), 50 * np.floor(amounts / 50 + 0.5))
     values, counts = np.unique(prices, return_counts=True)
     errors = [np.sum(counts * np.abs(values - guess) / values) / draws for guess in values]
@@ -115,6 +125,52 @@ def test_titles_name_the_visible_attributes():
     assert compose_title(Look("backpack", "Navy", "monogram", "nylon", "small", kids=True)) == (
         "Kids' Small Monogram Nylon Backpack in Navy")
     assert compose_title(Look("t-shirt", "Black")) == "Cotton T-shirt in Black"
+
+
+def test_parse_title_reads_back_every_attribute_compose_title_writes():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        look = dataclasses.replace(sample_look(rng), background=None)
+        assert look_from_title(compose_title(look)) == look
+
+
+def test_parse_title_marks_what_a_title_does_not_name_and_never_raises():
+    assert parse_title("Tote Bag in Black") == {"kids": False, "size": None, "pattern": "plain", "material": None,
+                                                "product_type": "tote bag", "colour": "Black"}
+    assert parse_title("Kids' Check Velvet Scarf in Mauve") == {
+        "kids": True, "size": None, "pattern": "check", "material": None, "product_type": "scarf", "colour": None}
+    assert parse_title("Leather Velvet Bag in Navy")["product_type"] is None
+    for not_a_title in ("", "Product: Scarf", None, float("nan")):
+        assert set(parse_title(not_a_title).values()) == {None}
+    assert not is_sample_title("Tote Bag in Black")  # a tote bag has a size and a material
+    assert is_sample_title("Medium Leather Tote Bag in Black")
+    with pytest.raises(ValueError, match="not a title of the sample catalog"):
+        look_from_title("Leather Tote Bag in Black")
+
+
+def test_kids_share_follows_the_department_weights():
+    assert kids_share("scarf") == pytest.approx(0.15)  # WOMAN 0.45, MAN 0.40, KIDS 0.15
+    assert kids_share("dress") == pytest.approx(0.25)  # not sold to MAN: 0.15 / (0.45 + 0.15)
+    assert kids_share("tote bag") == 0.0  # no kids' version
+
+
+@pytest.mark.parametrize("look, attribute, values, probabilities", [
+    (Look("dress", "Navy", "check", "silk", kids=True), "kids", [True, False], [0.25, 0.75]),
+    (Look("backpack", "Navy", "plain", "nylon", "small"), "size", ["mini", "small", "medium", "large"], None),
+    (Look("scarf", "Black", "stripe", "wool"), "material", ["cashmere", "wool", "silk"], None),
+])
+def test_a_reader_blind_to_one_attribute_errs_as_the_best_guess_for_the_mixture_of_prices(look, attribute, values,
+                                                                                          probabilities):
+    prices = [list_price(dataclasses.replace(look, **{attribute: value})) for value in values]
+    simulated = _monte_carlo_floor(prices, np.random.default_rng(0), probabilities)
+    assert blind_reader_mape([look], attribute) == pytest.approx(simulated, abs=0.003)  # 200k draws: +-0.001
+    assert blind_reader_mape([look], attribute) > noise_floor_mape([list_price(look)]) + 0.01
+
+
+def test_a_reader_blind_to_an_attribute_with_one_value_is_at_the_noise_floor():
+    umbrella = Look("umbrella", "Navy", "check", "nylon")  # nylon only, no sizes, no kids' version
+    for attribute in ("material", "size", "kids"):
+        assert blind_reader_mape([umbrella], attribute) == pytest.approx(noise_floor_mape([list_price(umbrella)]))
 
 
 def test_category_is_a_function_of_the_product_type_and_department():

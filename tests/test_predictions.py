@@ -87,6 +87,31 @@ def test_field_correctness_counts_a_price_within_ten_percent_inclusive_and_a_mis
     assert predictions.field_correctness(table, price_tolerance=0.2)["price"].tolist() == [True, True, False]
 
 
+def test_title_attributes_are_scored_one_by_one_and_a_missing_title_is_wrong_everywhere(rows, monkeypatch):
+    answers = [
+        format_target(rows.loc[0, "title"], "TOTE BAGS", 100.0),  # every word right
+        format_target("Kids' Nylon Umbrella in Black", "UMBRELLAS", 200.0),  # truth: Medium Nylon Backpack in Black
+        "Category: UMBRELLAS, Full Price: 300.00",  # no title
+    ]
+    right = predictions.title_attributes_right(table_with_answers(rows, answers, monkeypatch))
+    assert right.columns.tolist() == list(catalog.TITLE_ATTRIBUTES)
+    assert right.to_dict("list") == {"kids": [True, False, False], "size": [True, False, False],
+                                     "pattern": [True, True, False], "material": [True, True, False],
+                                     "product_type": [True, False, False], "colour": [True, True, False]}
+
+
+def test_price_error_budget_puts_each_attribute_next_to_what_not_reading_it_costs(table):
+    budget = predictions.price_error_budget(table)
+    assert budget.index.tolist() == list(catalog.PRICED_ATTRIBUTES)
+    assert budget["answers name it right"].tolist() == [1.0, 2 / 3, 1.0, 1.0]  # row 1 says no size
+    looks = [catalog.look_from_title(title) for title in table["true_title"]]
+    floor = catalog.noise_floor_mape([catalog.list_price(look) for look in looks])
+    blind = budget["MAPE of a reader blind to it"]
+    assert (blind > floor + 0.005).all()  # every attribute has several values for one of the three types
+    assert blind["size"] == pytest.approx(catalog.blind_reader_mape(looks, "size"))
+    assert predictions.price_error_budget(table.assign(true_title="Gabardine Trench Coat")) is None  # free text
+
+
 def test_worst_price_errors_come_first_with_missing_prices_before_all(table):
     assert predictions.worst_price_errors(table, 3).index.tolist() == [2, 1, 0]
     assert predictions.worst_price_errors(table, 1).index.tolist() == [2]

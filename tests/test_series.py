@@ -95,6 +95,13 @@ def test_05_evaluates_on_the_test_split_against_baselines(run_dir):
     # a regression guard below the 89.8 % measured on 2026-11-26 with LoRA + embeddings (22 unseen product groups)
     assert fine_tuned["category_accuracy"] >= 0.8
     assert metrics["noise_floor_mape"] == pytest.approx(load_metrics(run_dir, "02_sample_data")["test_noise_floor_mape"])
+    assert set(metrics["title_attribute_accuracy"]) == {"kids", "size", "pattern", "material", "product_type", "colour"}
+    assert all(0.0 <= share <= 1.0 for share in metrics["title_attribute_accuracy"].values())
+    assert set(metrics["blind_reader_mape"]) == {"kids", "size", "pattern", "material"}
+    blind = metrics["blind_reader_mape"].values()
+    assert min(blind) >= metrics["noise_floor_mape"] - 1e-9, "blind to one attribute, never better than the floor"
+    assert metrics["read_everything_price_mape"] < fine_tuned["price_mape"], (
+        "answers whose title reads every priced attribute price better than all answers")
     assert metrics["predictions_per_second"] > 0
     wrong = round((1 - fine_tuned["category_accuracy"]) * metrics["n_test"])
     assert metrics["wrong_categories"] == wrong, "every wrong category was described again"

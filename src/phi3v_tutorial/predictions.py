@@ -3,6 +3,7 @@
 import pandas as pd
 from PIL import Image
 
+from phi3v_tutorial.data import catalog
 from phi3v_tutorial.data.images import decode_image, to_rgb
 from phi3v_tutorial.evaluation import catalog_metrics, format_target, normalise_text, parse_prediction
 from phi3v_tutorial.generation import generate_answers
@@ -117,6 +118,37 @@ def field_correctness(table: pd.DataFrame, price_tolerance: float = PRICE_TOLERA
         "category": table["category_right"].astype(bool),
         "price": table["price_ape"] <= price_tolerance,  # NaN (no price) compares False
     }, index=table.index)
+
+
+def title_attributes_right(table: pd.DataFrame) -> pd.DataFrame | None:
+    """Per row of a `predict_catalog` table, whether the answer's title names each attribute of
+    the sample catalog's title grammar right (`catalog.TITLE_ATTRIBUTES`: kids' version, size,
+    pattern, material, product type, colour). None where the true titles do not follow that
+    grammar (the real price list): there a title is just words."""
+    if not all(catalog.is_sample_title(title) for title in table["true_title"]):
+        return None
+    truths = [catalog.parse_title(title) for title in table["true_title"]]
+    answers = [catalog.parse_title(title) for title in table["title"]]  # NaN: no title in the answer
+    # parse_title gives kids None only to a text that is no title at all: wrong everywhere, even where
+    # the truth is None too (an umbrella's size)
+    return pd.DataFrame([{name: answer["kids"] is not None and answer[name] == truth[name]
+                          for name in catalog.TITLE_ATTRIBUTES} for answer, truth in zip(answers, truths)],
+                        index=table.index)
+
+
+def price_error_budget(table: pd.DataFrame) -> pd.DataFrame | None:
+    """Why the price error stays above the noise floor, one priced attribute at a time (sample
+    catalog only, else None): how often the answers name it right, and the MAPE of the best
+    predictor that reads everything of the picture but it (`catalog.blind_reader_mape`)."""
+    right = title_attributes_right(table)
+    if right is None:
+        return None
+    looks = [catalog.look_from_title(title) for title in table["true_title"]]
+    return pd.DataFrame({
+        "answers name it right": right[list(catalog.PRICED_ATTRIBUTES)].mean(),
+        "MAPE of a reader blind to it": {name: catalog.blind_reader_mape(looks, name)
+                                         for name in catalog.PRICED_ATTRIBUTES},
+    }).rename_axis("attribute")
 
 
 def worst_price_errors(table: pd.DataFrame, n: int) -> pd.DataFrame:

@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -45,6 +46,7 @@ from phi3v_tutorial.data import schema
 from phi3v_tutorial.data.rendering import (
     COLOURS,
     PRODUCT_TYPES,
+    SIZES,
     Look,
     contrasting_backgrounds,
     random_image_size,
@@ -161,13 +163,17 @@ def price_distribution(list_price_usd: float, sigma: float = PRICE_NOISE_SIGMA) 
 
 
 def best_price_guess(list_price_usd: float, sigma: float = PRICE_NOISE_SIGMA) -> float:
-    """The guess with the lowest expected absolute percentage error, knowing the list price.
+    """The guess with the lowest expected absolute percentage error, knowing the list price."""
+    return _best_guess(*price_distribution(list_price_usd, sigma))[0]
 
-    E|price - guess| / price is smallest at the median of the prices weighted by 1 / price.
-    """
-    points, probabilities = price_distribution(list_price_usd, sigma)
+
+def _best_guess(points: np.ndarray, probabilities: np.ndarray) -> tuple[float, float]:
+    """(guess, its expected absolute percentage error) for a price that takes the sorted `points`
+    with `probabilities`. E|price - guess| / price is smallest at the median of the prices weighted
+    by 1 / price."""
     weights = np.cumsum(probabilities / points)
-    return float(points[np.searchsorted(weights, weights[-1] / 2)])
+    guess = float(points[np.searchsorted(weights, weights[-1] / 2)])
+    return guess, float(np.sum(probabilities * np.abs(points - guess) / points))
 
 
 def noise_floor_mape(list_prices: list[float], sigma: float = PRICE_NOISE_SIGMA) -> float:
@@ -178,12 +184,53 @@ def noise_floor_mape(list_prices: list[float], sigma: float = PRICE_NOISE_SIGMA)
     `best_price_guess`, averaged over the products. A predictor that misreads an attribute does
     worse, so this is a lower bound for any model.
     """
-    errors = {}
-    for price in set(list_prices):
-        points, probabilities = price_distribution(price, sigma)
-        guess = best_price_guess(price, sigma)
-        errors[price] = float(np.sum(probabilities * np.abs(points - guess) / points))
+    errors = {price: _best_guess(*price_distribution(price, sigma))[1] for price in set(list_prices)}
     return float(np.mean([errors[price] for price in list_prices]))
+
+
+# The attributes besides the product type that set a price (`list_price`)
+PRICED_ATTRIBUTES = ("kids", "size", "pattern", "material")
+
+
+def kids_share(product_type: str) -> float:
+    """How often the catalog sells this product type in the KIDS department (0 where it has no
+    kids' version)."""
+    if PRODUCT_TYPES[product_type].kids_badge is None:
+        return 0.0
+    sold_to = [d for d in DEPARTMENT_WEIGHTS if d != "MAN" or product_type not in _NOT_FOR_MAN]
+    return DEPARTMENT_WEIGHTS["KIDS"] / sum(DEPARTMENT_WEIGHTS[d] for d in sold_to)
+
+
+def attribute_prior(look: Look, attribute: str) -> list[tuple[Look, float]]:
+    """The looks this product could have, with their probabilities in the catalog, to someone who
+    sees everything of it but `attribute` (one of `PRICED_ATTRIBUTES`)."""
+    kind = PRODUCT_TYPES[look.product_type]
+    if attribute == "kids":
+        share = kids_share(look.product_type)
+        values = {True: share, False: 1 - share}
+    else:
+        options = {"size": list(SIZES) if kind.sized else [None], "pattern": kind.patterns,
+                   "material": kind.materials}[attribute]  # drawn uniformly (`sample_look`)
+        values = {value: 1 / len(options) for value in options}
+    return [(dataclasses.replace(look, **{attribute: value}), p) for value, p in values.items() if p > 0]
+
+
+def blind_reader_mape(looks: list[Look], attribute: str, sigma: float = PRICE_NOISE_SIGMA) -> float:
+    """The expected MAPE of the best predictor that sees every priced attribute of these products
+    but `attribute`, of which it knows only how often the catalog draws each value.
+
+    Next to `noise_floor_mape` (which sees everything), it tells what not reading one attribute
+    costs: the best guess for a mixture of the possible list prices, each with its noise.
+    """
+    errors = []
+    for look in looks:
+        mixture: dict[float, float] = {}
+        for option, probability in attribute_prior(look, attribute):
+            for point, p in zip(*price_distribution(list_price(option), sigma)):
+                mixture[point] = mixture.get(point, 0.0) + probability * p
+        points = np.array(sorted(mixture))
+        errors.append(_best_guess(points, np.array([mixture[point] for point in points]))[1])
+    return float(np.mean(errors))
 
 
 def compose_title(look: Look) -> str:
@@ -194,6 +241,59 @@ def compose_title(look: Look) -> str:
         words.append(look.pattern.capitalize())
     words += [look.material.capitalize(), *(word.capitalize() for word in look.product_type.split())]
     return f"{' '.join(words)} in {look.colour}"
+
+
+# What a title names, in `compose_title`'s order
+TITLE_ATTRIBUTES = ("kids", "size", "pattern", "material", "product_type", "colour")
+
+
+def parse_title(title: str | None) -> dict[str, object]:
+    """What a title in the sample catalog's grammar names: "Kids' Small Check Leather Backpack in
+    Navy" -> kids True, size "small", pattern "check", material "leather", product_type
+    "backpack", colour "Navy". An attribute the title does not name in its place, or names with
+    an unknown word, is None (an unnamed pattern is "plain", a title without "Kids'" is not for
+    kids); a text that is no such title gives None everywhere."""
+    unknown = dict.fromkeys(TITLE_ATTRIBUTES)
+    match = re.fullmatch(r"(Kids' )?(.+) in (.+)", title.strip()) if isinstance(title, str) else None
+    if match is None:
+        return unknown
+    kids, product, colour = match.groups()
+    words = product.lower().split()
+    size = words.pop(0) if words and words[0] in SIZES else None
+    pattern = words.pop(0) if words and words[0] in PATTERN_FACTOR and words[0] != "plain" else "plain"
+    # the type is the title's last words ("tote bag"), so an unknown material word does not hide it
+    product_type = next((" ".join(words[i:]) for i in range(len(words)) if " ".join(words[i:]) in PRODUCT_TYPES), None)
+    material_words = words[:len(words) - len(product_type.split())] if product_type else words[:1]
+    material = material_words[0] if len(material_words) == 1 and material_words[0] in MATERIAL_FACTOR else None
+    return {
+        "kids": kids is not None,
+        "size": size,
+        "pattern": pattern,
+        "material": material,
+        "product_type": product_type,
+        "colour": colour if colour in COLOURS else None,
+    }
+
+
+def look_from_title(title: str) -> Look:
+    """The priced look a sample-catalog title names (its background is not in the title)."""
+    look = _titled_look(title)
+    if look is None:
+        raise ValueError(f"not a title of the sample catalog: {title!r}")
+    return look
+
+
+def is_sample_title(title: str) -> bool:
+    """Whether `title` is one `compose_title` writes."""
+    return _titled_look(title) is not None
+
+
+def _titled_look(title: str) -> Look | None:
+    try:
+        look = Look(**parse_title(title))
+    except ValueError:
+        return None
+    return look if compose_title(look) == title.strip() else None
 
 
 def plan_catalog(size: int = 3000, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
