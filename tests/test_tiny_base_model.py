@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from golden import OFFICIAL_DIR
@@ -9,7 +10,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoProcessor, AutoTokenizer
 
 from phi3v_tutorial import tiny_base_model
-from phi3v_tutorial.data import rendering
+from phi3v_tutorial.data import catalog, rendering
 from phi3v_tutorial.phi3v import Phi3VForCausalLM, Phi3VProcessor
 from phi3v_tutorial.tokenizer_training import CHAT_SPECIALS, train_tokenizer
 
@@ -84,6 +85,18 @@ def test_description_checks_read_the_product_not_the_background():
     assert not tiny_base_model.mentions("a redesigned cap", "red"), "whole words only"
     assert not tiny_base_model.mentions("a red t-shirt", "shirt")
     assert not tiny_base_model.mentions("a light blue cap", "navy blue")
+
+
+def test_described_attributes_read_back_what_a_description_names_in_the_catalogs_words():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        look = rendering.sample_look(rng)
+        said = tiny_base_model.described_attributes(tiny_base_model.description(look))
+        assert said == catalog.parse_title(catalog.compose_title(look))
+    said = tiny_base_model.described_attributes("A light blue striped silk dress on a light blue background.")
+    assert said["colour"] == "Pale Blue" and said["pattern"] == "stripe" and said["product_type"] == "dress"
+    unknown = tiny_base_model.described_attributes("It is a hat.")
+    assert (unknown["colour"], unknown["material"], unknown["product_type"]) == (None, None, None)
 
 
 def test_smoke_build_loads_generates_and_round_trips(tmp_path):

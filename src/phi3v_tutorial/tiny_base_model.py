@@ -124,6 +124,29 @@ def description(look: rendering.Look) -> str:
     return f"{article(' '.join(words)).capitalize()}{owner} on {article(look.background)} background."
 
 
+def described_attributes(text: str) -> dict[str, object]:
+    """What a description in `description`'s words says of the product, with the catalog's names
+    (`catalog.TITLE_ATTRIBUTES`: "A small navy blue checked leather backpack for children on a white
+    background." -> kids True, size "small", pattern "check", material "leather", product_type
+    "backpack", colour "Navy"); None where it says nothing known in that place."""
+    product = product_phrase(text)
+    kids = product.endswith(" for children")
+    words = product.removesuffix(" for children").split()[1:]  # without the article
+    size = words.pop(0) if words and words[0] in rendering.SIZES else None
+    colour = None
+    for name, spelled in sorted(((c.name, c.plain.split()) for c in rendering.COLOURS.values()),
+                                key=lambda named: -len(named[1])):  # "light blue" before "blue"
+        if words[:len(spelled)] == spelled:
+            colour, words = name, words[len(spelled):]
+            break
+    patterns = {adjective: pattern for pattern, adjective in rendering.PATTERNS.items() if pattern != "plain"}
+    pattern = patterns[words.pop(0)] if words and words[0] in patterns else "plain"
+    material = words.pop(0) if words and words[0] in rendering.MATERIALS else None
+    product_type = " ".join(words)
+    return {"kids": kids, "size": size, "pattern": pattern, "material": material,
+            "product_type": product_type if product_type in rendering.PRODUCT_TYPES else None, "colour": colour}
+
+
 def answers(look: rendering.Look) -> dict[str, str]:
     return {
         DESCRIBE: description(look),
