@@ -1,22 +1,29 @@
-"""Where the tiny profile's category accuracy is lost: the product type as read at each stage.
+"""What the tiny profile reads of its pictures at each stage: where category and price accuracy are lost.
 
-    python benchmarks/bench_type_reading.py [--base models/tiny-phi3v-base] [--fine-tuned MODEL_DIR]
+    python benchmarks/bench_reading.py [--base models/tiny-phi3v-base] [--fine-tuned MODEL_DIR]
 
 The fine-tuned model defaults to the one the tiny series trained (`runs/tiny`, notebook 04's metrics).
+Everything is measured on the validation and test pictures of the tiny profile's catalog (product
+groups never trained on), in one run.
 
-A product's category is a function of its type, so the fine-tuned model's category accuracy is at
-most what the pipeline reads of the type. On the validation and test pictures of the tiny profile's
-catalog (product groups never trained on), one run measures side by side:
+1. The product type, which sets the category (the fine-tuned model's category accuracy is at most
+   what the pipeline reads of the type):
+   - tower probe, fresh pictures: a linear classifier on the frozen CLIP tower's mean feature (what
+     stage 1 of the base-model build trains its heads on), fitted on freshly drawn pictures of every
+     attribute combination: what the tower knows of the type;
+   - tower probe, train split: the same classifier fitted on the catalog's train split only: what
+     the fine-tuning data alone teaches of the type, from the same features;
+   - base model: its zero-shot answer to "Describe the image." names the type;
+   - fine-tuned model: the category of its catalog answer.
+2. Every attribute a title names (kids' version, size, pattern, material, product type, colour),
+   which together set the price: the base model's description names it right
+   (`tiny_base_model.described_attributes`) next to the fine-tuned answer's title
+   (`predictions.title_attributes_right`).
+3. The test answers' most frequent wrong title stems (the title without its colour), each marked
+   when it is a product group of the train split: a title the model remembers from training, given
+   to a picture it does not fit.
 
-- tower probe, fresh pictures: a linear classifier on the frozen CLIP tower's mean feature (what
-  stage 1 of the base-model build trains its heads on), fitted on freshly drawn pictures of every
-  attribute combination: what the tower knows of the type;
-- tower probe, train split: the same classifier fitted on the catalog's train split only: what the
-  fine-tuning data alone teaches of the type, from the same features;
-- base model: its zero-shot answer to "Describe the image." names the type;
-- fine-tuned model: the category of its catalog answer.
-
-Prints the machine, the table and the seconds it took.
+Prints the machine, the tables and the seconds it took.
 """
 
 import argparse
@@ -29,9 +36,10 @@ from transformers import AutoModelForCausalLM, AutoProcessor
 
 from phi3v_tutorial import tiny_base_model
 from phi3v_tutorial.data import catalog, rendering
+from phi3v_tutorial.data.cleaning import product_group
 from phi3v_tutorial.generation import generate_answers
 from phi3v_tutorial.paths import REPO_ROOT
-from phi3v_tutorial.predictions import load_pictures, names_category, predict_catalog
+from phi3v_tutorial.predictions import load_pictures, names_category, predict_catalog, title_attributes_right
 from phi3v_tutorial.runs import load_metrics
 from phi3v_tutorial.training import load_splits
 
@@ -69,6 +77,23 @@ def fit_probe(features: torch.Tensor, types: torch.Tensor, l2: float = 1e-4):
     return lambda new: head((new - mean) / std).argmax(-1).detach()
 
 
+def described_right(descriptions: list[str], rows: pd.DataFrame) -> pd.DataFrame:
+    """Per row, whether a description names each title attribute as the row's true title does."""
+    return pd.DataFrame([
+        {name: said[name] == truth[name] for name in catalog.TITLE_ATTRIBUTES}
+        for said, truth in zip(map(tiny_base_model.described_attributes, descriptions),
+                               map(catalog.parse_title, rows["title"]))
+    ])
+
+
+def print_remembered_stems(answers: pd.DataFrame, train_groups: set[str], count: int = 8) -> None:
+    wrong = answers[answers["title"].fillna("").map(product_group) != answers["true_title"].map(product_group)]
+    stems = wrong["title"].fillna("").map(product_group).value_counts().head(count)
+    print(f"\ntest answers whose title stem is wrong: {len(wrong)} of {len(answers)}; the most frequent stems:")
+    for stem, times in stems.items():
+        print(f"  {times:3d}  {stem or '(no title)'}{'  <- a train group' if stem in train_groups else ''}")
+
+
 def type_indices(rows: pd.DataFrame) -> torch.Tensor:
     return torch.tensor([PRODUCT_TYPES.index(TYPE_OF_CATEGORY[category]) for category in rows["category3_code"]])
 
@@ -103,26 +128,30 @@ def main():
     table = {reader: {name: float((predict(features[name]) == truth[name]).float().mean()) for name in evaluated}
              for reader, predict in readers.items()}
 
-    table["base model, describes the type"] = {}
+    fine_tuned = AutoModelForCausalLM.from_pretrained(args.fine_tuned)
+    fine_tuned_processor = AutoProcessor.from_pretrained(args.fine_tuned)
+    table["base model, describes the type"], table["fine-tuned model, catalog category"] = {}, {}
+    attributes, answers = {}, {}
     for name, rows in evaluated.items():
         descriptions = generate_answers(base, base_processor, pictures[name], tiny_base_model.DESCRIBE,
                                         num_crops=args.num_crops, progress=False)
         named = [names_category(tiny_base_model.product_phrase(text), category)
                  for text, category in zip(descriptions, rows["category3_code"])]
         table["base model, describes the type"][name] = float(np.mean(named))
-
-    fine_tuned = AutoModelForCausalLM.from_pretrained(args.fine_tuned)
-    fine_tuned_processor = AutoProcessor.from_pretrained(args.fine_tuned)
-    table["fine-tuned model, catalog category"] = {
-        name: float(predict_catalog(fine_tuned, fine_tuned_processor, rows, num_crops=args.num_crops)["category_right"].mean())
-        for name, rows in evaluated.items()
-    }
+        answers[name] = predict_catalog(fine_tuned, fine_tuned_processor, rows, num_crops=args.num_crops)
+        table["fine-tuned model, catalog category"][name] = float(answers[name]["category_right"].mean())
+        attributes[(name, "base describes")] = described_right(descriptions, rows).mean()
+        attributes[(name, "fine-tuned title")] = title_attributes_right(answers[name]).mean()
 
     print(f"machine: torch {torch.__version__}, {args.threads} CPU thread(s)")
     print(f"base: {args.base} | fine-tuned: {args.fine_tuned} | probe fitted on {args.fresh_pictures} fresh pictures "
           f"and on {len(splits['train'])} train rows ({splits['train']['product_group'].nunique()} product groups)")
     columns = {name: f"{name} ({len(rows)} rows, {rows['product_group'].nunique()} groups)" for name, rows in evaluated.items()}
-    print(pd.DataFrame(table).T.rename(columns=columns).map(lambda share: f"{share:.1%}").to_string())
+    print("\nthe product type, read by each stage")
+    print(pd.DataFrame(table).T.rename(columns=columns).map("{:.1%}".format).to_string())
+    print("\nevery title attribute, as the base model describes it and as the fine-tuned title names it")
+    print(pd.DataFrame(attributes).rename(columns=columns, level=0).map("{:.1%}".format).to_string())
+    print_remembered_stems(answers["test"], set(splits["train"]["product_group"]))
     print(f"\n{time.perf_counter() - started:.0f} s")
 
 
