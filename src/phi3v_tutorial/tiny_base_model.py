@@ -134,8 +134,7 @@ def described_attributes(text: str) -> dict[str, object]:
     words = product.removesuffix(" for children").split()[1:]  # without the article
     size = words.pop(0) if words and words[0] in rendering.SIZES else None
     colour = None
-    for name, spelled in sorted(((c.name, c.plain.split()) for c in rendering.COLOURS.values()),
-                                key=lambda named: -len(named[1])):  # "light blue" before "blue"
+    for name, spelled in ((c.name, c.plain.split()) for c in rendering.COLOURS.values()):  # "navy blue": 2 words
         if words[:len(spelled)] == spelled:
             colour, words = name, words[len(spelled):]
             break
