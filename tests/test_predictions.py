@@ -151,6 +151,18 @@ def test_the_inspection_figures_draw_tables_with_and_without_prices(table):
         plt.close(figure)
 
 
+def test_price_error_budget_figure_shows_each_attribute_and_both_reference_lines(table):
+    budget = predictions.price_error_budget(table)
+    figure = plots.price_error_budget_figure(budget, noise_floor=0.08, model_mape=0.2)
+    right_ax, cost_ax = figure.axes
+    assert [label.get_text() for label in right_ax.get_yticklabels()] == ["material", "pattern", "size", "kids"]
+    assert [round(bar.get_width(), 3) for bar in right_ax.patches] == [1.0, 1.0, round(2 / 3, 3), 1.0]
+    assert [round(bar.get_width(), 6) for bar in cost_ax.patches] == [
+        round(budget.loc[name, "MAPE of a reader blind to it"], 6) for name in ("material", "pattern", "size", "kids")]
+    assert sorted(line.get_xdata()[0] for line in cost_ax.lines) == [0.08, 0.2]
+    plt.close(figure)
+
+
 @pytest.mark.parametrize(("category", "obj"), [("TRENCH COATS", "trench coat"), ("SCARVES", "scarf"), ("DRESSES", "dress"),
                                                ("WALLETS & CARD CASES", "wallet"), ("T-SHIRTS", "t-shirt"), ("CAPS", "cap")])
 def test_category_object_is_the_singular_of_the_first_item(category, obj):

@@ -317,6 +317,33 @@ def price_scatter_figure(table, noise_floor: float | None = None, price_toleranc
     return fig
 
 
+def price_error_budget_figure(budget: pd.DataFrame, noise_floor: float, model_mape: float):
+    """`predictions.price_error_budget` as two bar charts, one row per priced attribute: how often the
+    answers name it right, and the MAPE of a reader blind to it, between the noise floor (reads
+    everything) and the model's own MAPE."""
+    fig, (right_ax, cost_ax) = plt.subplots(1, 2, figsize=(10, 0.5 * len(budget) + 2.0), sharey=True)
+    names = budget.index.tolist()[::-1]  # first attribute on top
+    right = budget["answers name it right"].reindex(names)
+    right_ax.barh(names, right, color=RIGHT_COLOUR)
+    for row, share in enumerate(right):
+        right_ax.text(share + 0.01, row, f"{share:.0%}", va="center", fontsize=9)
+    right_ax.set_xlim(0, 1.12)
+    right_ax.set_xlabel("answers whose title names it right")
+    cost = budget["MAPE of a reader blind to it"].reindex(names)
+    cost_ax.barh(names, cost, color="#888888")
+    for row, mape in enumerate(cost):
+        cost_ax.text(mape + 0.003, row, f"{mape:.3f}", va="center", fontsize=9)
+    cost_ax.axvline(noise_floor, color="black", linestyle="--",
+                    label=f"noise floor: reads everything ({noise_floor:.3f})")
+    cost_ax.axvline(model_mape, color=WRONG_COLOUR, label=f"the fine-tuned model ({model_mape:.3f})")
+    cost_ax.set_xlim(0, max(model_mape, cost.max()) * 1.15)
+    cost_ax.set_xlabel("MAPE of a perfect reader blind to it")
+    cost_ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
+    fig.suptitle("Where the price error comes from")
+    fig.tight_layout()
+    return fig
+
+
 def confusion_matrix_figure(counts):
     """A `predictions.confusion_counts` table as a heat map: counts in the cells, the diagonal
     (right answers) outlined."""
