@@ -120,8 +120,9 @@ def main():
     features = {name: tower_features(base, base_processor, pictures[name]) for name in evaluated}
     looks, fresh = tiny_base_model.draw_pictures(args.fresh_pictures, seed=PROBE_SEED)
     readers = {
-        "tower probe, fresh pictures": fit_probe(tower_features(base, base_processor, fresh),
-                                                 torch.tensor([PRODUCT_TYPES.index(look.product_type) for look in looks])),
+        "tower probe, fresh pictures": fit_probe(
+            tower_features(base, base_processor, fresh),
+            torch.tensor([PRODUCT_TYPES.index(look.product_type) for look in looks])),
         "tower probe, train split": fit_probe(tower_features(base, base_processor, load_pictures(splits["train"])),
                                               type_indices(splits["train"])),
     }
@@ -146,7 +147,8 @@ def main():
     print(f"machine: torch {torch.__version__}, {args.threads} CPU thread(s)")
     print(f"base: {args.base} | fine-tuned: {args.fine_tuned} | probe fitted on {args.fresh_pictures} fresh pictures "
           f"and on {len(splits['train'])} train rows ({splits['train']['product_group'].nunique()} product groups)")
-    columns = {name: f"{name} ({len(rows)} rows, {rows['product_group'].nunique()} groups)" for name, rows in evaluated.items()}
+    columns = {name: f"{name} ({len(rows)} rows, {rows['product_group'].nunique()} groups)"
+               for name, rows in evaluated.items()}
     print("\nthe product type, read by each stage")
     print(pd.DataFrame(table).T.rename(columns=columns).map("{:.1%}".format).to_string())
     print("\nevery title attribute, as the base model describes it and as the fine-tuned title names it")

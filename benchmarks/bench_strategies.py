@@ -47,7 +47,8 @@ def main():
                              notebooks / profile["image_cache_dir"], seed=seed)
         for name, options in STRATEGIES.items():
             once = ["--eval-steps", str(profile["max_steps"]), "--save-steps", str(profile["max_steps"])]
-            chosen = command_line().parse_args([*options, *once, "--output-dir", str(args.out / f"seed{seed}-{options[1]}")])
+            output_dir = args.out / f"seed{seed}-{options[1]}"
+            chosen = command_line().parse_args([*options, *once, "--output-dir", str(output_dir)])
             settings = command_line_settings(chosen, profile, base_model)
             started = time.perf_counter()
             outcome = fine_tune(settings, splits["train"], splits["validation"])
