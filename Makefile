@@ -12,7 +12,7 @@ export TQDM_MININTERVAL ?= 10
 # nbval executes every notebook as committed (tiny defaults) and checks that each cell runs
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout 900 --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: setup tutorial test test-fast clean
+.PHONY: setup tutorial test test-fast base-model clean
 
 setup: $(VENV)/.installed
 
@@ -34,5 +34,11 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not slow" tests $(PYTEST_ARGS)
 
+# Rebuilds the committed tiny base model (about 50 min on 2 CPU cores; see its model card)
+base-model: setup
+	$(PY) -m phi3v_tutorial.tiny_base_model --out models/tiny-phi3v-base
+
+# keeps models/tiny-phi3v-base: it is part of the course, not an output
 clean:
-	rm -rf runs models data/catalog data/cache .pytest_cache
+	rm -rf runs data/catalog data/cache .pytest_cache
+	find models -mindepth 1 -maxdepth 1 ! -name tiny-phi3v-base -exec rm -rf {} +

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from phi3v_tutorial.data.catalog import generate_catalog, plan_catalog
+from phi3v_tutorial.data.catalog import generate_catalog, group_parts, parse_title, plan_catalog
 from phi3v_tutorial.data.cleaning import clean_catalog, product_group, split_by_group, to_datasets
 
 # trap -> the reason cleaning gives for dropping the row (the module's stated policy)
@@ -104,7 +104,40 @@ def test_grouped_split_puts_every_group_in_exactly_one_split(large_table):
     assert not groups["validation"] & groups["test"]
     assert sorted(pd.concat(splits.values())["product_code"]) == sorted(large_table["product_code"])
     shares = {name: len(frame) / len(large_table) for name, frame in splits.items()}
-    assert shares == pytest.approx({"train": 0.8, "validation": 0.1, "test": 0.1}, abs=0.03)
+    # held-out groups must be new combinations of trained parts, so training keeps a few more rows
+    assert shares == pytest.approx({"train": 0.84, "validation": 0.08, "test": 0.08}, abs=0.03)
+
+
+def test_grouped_split_holds_out_only_new_combinations_of_trained_parts(large_table):
+    splits = split_by_group(large_table, seed=0)
+    trained = set().union(*map(group_parts, splits["train"]["product_group"].unique()))
+    for name in ("validation", "test"):
+        for group in splits[name]["product_group"].unique():
+            assert group_parts(group) <= trained, f"{group!r} has a part no training group shows"
+    held_out_types = set(pd.concat([splits["validation"], splits["test"]])["title"].map(
+        lambda title: parse_title(title)["product_type"]))
+    assert len(held_out_types) >= 10, "held-out products of most types, not only of the types with most groups"
+
+
+def test_grouped_split_without_the_coverage_rule_would_hold_out_unseen_parts(large_table):
+    """The rule is not idle: on the same catalog a plain random split of the groups holds out
+    parts that no training group shows (such as the only plain adult trench coats)."""
+    rows = large_table.groupby("product_group").size()
+    groups = rows.index[np.random.default_rng(0).permutation(len(rows))]
+    train_groups = groups[: int(0.8 * len(groups))]
+    trained = set().union(*map(group_parts, train_groups))
+    assert any(not group_parts(group) <= trained for group in groups[len(train_groups):])
+
+
+def test_group_parts_pair_the_varying_attributes_of_the_type():
+    assert group_parts("kids' check wool trench coat") == {
+        ("trench coat", ("kids", True), ("pattern", "check")),
+        ("trench coat", ("kids", True), ("material", "wool")),
+        ("trench coat", ("pattern", "check"), ("material", "wool")),
+    }
+    # a belt varies in pattern and material only: a pair would be the whole group
+    assert group_parts("check canvas belt") == {("belt", ("pattern", "check")), ("belt", ("material", "canvas"))}
+    assert group_parts("vintage check cashmere scarf (limited)") == set(), "not a sample-catalog group: no rule"
 
 
 def test_grouped_split_is_fixed_by_its_seed(large_table):

@@ -76,6 +76,22 @@ def test_descriptions_name_what_is_visible():
     assert tiny_base_model.description(backpack) == "A small black nylon backpack for children on a white background."
 
 
+def test_pretraining_teaches_the_catalogs_words_but_never_its_answer_format():
+    look = rendering.Look(product_type="backpack", colour="Navy", pattern="check", material="leather", size="small",
+                          kids=True, background="white")
+    answers = tiny_base_model.answers(look)
+    assert answers[tiny_base_model.QUESTIONS["product_label"]] == "Product: Kids' Small Check Leather Backpack in Navy"
+    assert answers[tiny_base_model.QUESTIONS["category_label"]] == "Category: BACKPACKS"
+    assert answers[tiny_base_model.QUESTIONS["size"]] == "It is small."
+    assert answers[tiny_base_model.QUESTIONS["kids"]].startswith("Yes")
+    assert tiny_base_model.price_tag(1437) == ("Write a price tag for 1437 dollars.", "Full Price: 1450.00")
+    assert tiny_base_model.price_tag(996) == ("Write a price tag for 996 dollars.", "Full Price: 1000.00")
+    examples = tiny_base_model.PretrainingExamples([look], [None], seed=0)
+    texts = [examples[i]["answer"] for i in range(len(examples))]
+    assert any(text.startswith("Full Price: ") for text in texts), "one price tag per picture"
+    assert not any("Product:" in text and "Category:" in text for text in texts), "no answer in the catalog format"
+
+
 def test_description_checks_read_the_product_not_the_background():
     product = tiny_base_model.product_phrase("A black checked gabardine trench coat on a light grey background.")
     assert product == "a black checked gabardine trench coat"
@@ -103,7 +119,8 @@ def test_described_attributes_read_back_what_a_description_names_in_the_catalogs
 def test_smoke_build_loads_generates_and_round_trips(tmp_path):
     out = tmp_path / "tiny-base"
     metrics = tiny_base_model.build(out, pictures=24, vision_steps=10, steps=3, batch_size=4, eval_pictures=4)
-    assert tiny_base_model.is_built(out)
+    tiny_base_model.verify_weights(out)
+    assert metrics["weights_sha256"] in (out / "README.md").read_text()
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "phi3_v"
     assert config["use_cache"], "the Trainer's use_cache=False must not reach the saved model"
@@ -111,7 +128,8 @@ def test_smoke_build_loads_generates_and_round_trips(tmp_path):
     assert "model.vision_embed_tokens.img_processor.vision_model.embeddings.patch_embedding.weight" in keys
     assert "model.vision_embed_tokens.sub_GN" in keys and "lm_head.weight" in keys
     assert (out / "README.md").read_text().startswith("# tiny-phi3v-base")
-    assert 0.0 <= metrics["description_object_accuracy"] <= 1.0
+    assert 0.0 <= metrics["description_product_type_accuracy"] <= 1.0
+    assert len(metrics["vision_tower_curve"]) >= 1 and metrics["stage_2_loss_curve"]
 
     model = AutoModelForCausalLM.from_pretrained(out)
     processor = AutoProcessor.from_pretrained(out)
@@ -127,3 +145,39 @@ def test_smoke_build_loads_generates_and_round_trips(tmp_path):
     original = load_file(out / "model.safetensors")
     assert set(again) == set(original)
     assert all(torch.equal(again[key], original[key]) for key in original)
+
+
+# --- the shipped artifact (models/tiny-phi3v-base) ------------------------------------------------
+
+
+def test_shipped_weights_match_the_checksum_of_the_model_card():
+    tiny_base_model.verify_weights(tiny_base_model.DEFAULT_DIR)
+    card = (tiny_base_model.DEFAULT_DIR / "README.md").read_text()
+    assert tiny_base_model.weights_sha256(tiny_base_model.DEFAULT_DIR) in card
+
+
+def test_a_changed_weight_file_is_refused(tmp_path):
+    copy = tmp_path / "base"
+    copy.mkdir()
+    for path in tiny_base_model.DEFAULT_DIR.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    data = bytearray((copy / "model.safetensors").read_bytes())
+    data[-1] ^= 1
+    (copy / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="sha256"):
+        tiny_base_model.verify_weights(copy)
+
+
+def test_shipped_model_reads_fresh_pictures_as_its_card_says():
+    """The quality probe: 1000 pictures drawn with a seed neither the build nor its evaluation used
+    (about 25 s). Each rate must match the card's within 3 standard errors of the difference of
+    two binomial rates (1000 pictures each) plus half a point for float rounding on another CPU."""
+    card = tiny_base_model.build_metrics(tiny_base_model.DEFAULT_DIR)
+    model, processor = tiny_base_model.load(tiny_base_model.DEFAULT_DIR)
+    probe = tiny_base_model.evaluate_base_model(model, processor, count=1000, seed=500)
+    assert probe["catalog_format_rate"] == 0.0
+    for attribute in catalog.TITLE_ATTRIBUTES:
+        key = f"description_{attribute}_accuracy"
+        p = card[key]
+        tolerance = 3 * np.sqrt(max(p * (1 - p), 0.01 * 0.99) * 2 / 1000) + 0.005
+        assert abs(probe[key] - p) <= tolerance, (key, probe[key], p, tolerance)

@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> dict:
     base_model = profile["base_model"]
     notebooks = REPO_ROOT / "notebooks"  # the profile's paths are relative to it
     if args.profile == "tiny":
-        base_model = str(tiny_base_model.ensure_built(notebooks / base_model))
+        base_model = str(notebooks / base_model)  # the course's shipped checkpoint, a folder beside the notebooks
     splits = load_splits(args.profile, notebooks / profile["catalog_dir"], profile["catalog_size"],
                          notebooks / profile["image_cache_dir"], args.seed)
     train_rows = splits["train"] if args.train_rows is None else splits["train"].head(args.train_rows)

@@ -25,6 +25,7 @@ to do on sample data too. On disk (`generate_catalog`):
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import re
@@ -253,11 +254,18 @@ def parse_title(title: str | None) -> dict[str, object]:
     "backpack", colour "Navy". An attribute the title does not name in its place, or names with
     an unknown word, is None (an unnamed pattern is "plain", a title without "Kids'" is not for
     kids); a text that is no such title gives None everywhere."""
-    unknown = dict.fromkeys(TITLE_ATTRIBUTES)
-    match = re.fullmatch(r"(Kids' )?(.+) in (.+)", title.strip()) if isinstance(title, str) else None
+    match = re.fullmatch(r"(.+) in (.+)", title.strip()) if isinstance(title, str) else None
     if match is None:
-        return unknown
-    kids, product, colour = match.groups()
+        return dict.fromkeys(TITLE_ATTRIBUTES)
+    stem, colour = match.groups()
+    return {**parse_stem(stem), "colour": colour if colour in COLOURS else None}
+
+
+def parse_stem(stem: str) -> dict[str, object]:
+    """`parse_title` of a title without its colour (a product group: "Kids' Small Check Leather
+    Backpack"); no colour key."""
+    match = re.fullmatch(r"(kids' )?(.+)", stem.strip(), re.IGNORECASE)
+    kids, product = match.groups()
     words = product.lower().split()
     size = words.pop(0) if words and words[0] in SIZES else None
     pattern = words.pop(0) if words and words[0] in PATTERN_FACTOR and words[0] != "plain" else "plain"
@@ -265,14 +273,25 @@ def parse_title(title: str | None) -> dict[str, object]:
     product_type = next((" ".join(words[i:]) for i in range(len(words)) if " ".join(words[i:]) in PRODUCT_TYPES), None)
     material_words = words[:len(words) - len(product_type.split())] if product_type else words[:1]
     material = material_words[0] if len(material_words) == 1 and material_words[0] in MATERIAL_FACTOR else None
-    return {
-        "kids": kids is not None,
-        "size": size,
-        "pattern": pattern,
-        "material": material,
-        "product_type": product_type,
-        "colour": colour if colour in COLOURS else None,
-    }
+    return {"kids": kids is not None, "size": size, "pattern": pattern, "material": material,
+            "product_type": product_type}
+
+
+def group_parts(group: str) -> set[tuple]:
+    """What a product group of the sample catalog is composed of: the pairs of its type's varying
+    priced attributes ("kids' check wool trench coat" -> ("trench coat", ("kids", True), ("pattern",
+    "check"))) and the other two pairs), or single attributes where its type varies in two only
+    (where a pair would be the whole group). `cleaning.split_by_group` holds a group out only while
+    each of its parts is in some training group: a held-out product is a new combination of things
+    training shows together. Empty for a group that is not the sample catalog's (the real price list)."""
+    parts = parse_stem(group)
+    kind = PRODUCT_TYPES.get(parts["product_type"])
+    if kind is None or parts["material"] is None:
+        return set()
+    options = {"kids": 2 if kind.kids_badge else 1, "size": len(SIZES) if kind.sized else 1,
+               "pattern": len(kind.patterns), "material": len(kind.materials)}
+    named = [(attribute, parts[attribute]) for attribute in PRICED_ATTRIBUTES if options[attribute] > 1]
+    return {(kind.name, *combination) for combination in itertools.combinations(named, min(2, len(named) - 1) or 1)}
 
 
 def look_from_title(title: str) -> Look:

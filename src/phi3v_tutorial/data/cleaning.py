@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from phi3v_tutorial.data import schema
+from phi3v_tutorial.data import catalog, schema
 from phi3v_tutorial.data.images import MAX_PIXELS, UNUSABLE_REASONS, UnusableImage, decode_image, to_rgb_jpeg
 
 MIN_SIDE = 64
@@ -136,20 +136,41 @@ def _inspect(path: Path, max_pixels: int) -> dict:
 
 def split_by_group(frame: pd.DataFrame, fractions: dict[str, float] = SPLIT_FRACTIONS, seed: int = 0,
                    group_column: str = "product_group") -> dict[str, pd.DataFrame]:
-    """Split rows into `fractions` (of rows) with every group in exactly one split.
+    """Split rows into `fractions` (of rows) with every group in exactly one split; the first split
+    ("train") is the one that teaches, the others are held out.
 
-    Groups are shuffled with `seed` and handed out in turn, each to the first split that has not
-    yet reached its share of the rows.
+    Groups are shuffled with `seed` and handed out in turn: each to the emptiest held-out split that
+    still has room for it (its share of the rows of the group's product type, up to half a group
+    over), else to the first split. For the sample catalog a group is held out only if each of its
+    `catalog.group_parts` (pairs of priced attributes on its type) is still in some group of the
+    first split: a held-out product is then a new combination of things that training shows
+    together, and none of its parts is learned from held-out groups alone (the only plain trench
+    coats in training must not all be kids' ones). The real price list's groups have neither type
+    nor parts: its split is the plain random one.
     """
     rows_per_group = frame.groupby(group_column).size().sort_index()
     order = np.random.default_rng(seed).permutation(len(rows_per_group))
-    shares = np.cumsum(list(fractions.values())) / sum(fractions.values()) * len(frame)
-    assigned, split_of_group = 0, {}
+    first, *held_out = fractions
+    kinds = {group: catalog.parse_stem(group)["product_type"] for group in rows_per_group.index}
+    rows_per_kind = Counter()
+    for group, size in rows_per_group.items():
+        rows_per_kind[kinds[group]] += int(size)
+    rows = Counter()  # (held-out split, kind) -> rows so far
+    # how many groups of the first split hold each part: every group, until it is held out
+    trained = Counter(part for group in rows_per_group.index for part in catalog.group_parts(group))
+    split_of_group = {}
     for position in order:
-        group = rows_per_group.index[position]
-        split = min(int(np.searchsorted(shares, assigned, side="right")), len(fractions) - 1)
-        split_of_group[group] = list(fractions)[split]
-        assigned += int(rows_per_group.iloc[position])
+        group, size = rows_per_group.index[position], int(rows_per_group.iloc[position])
+        kind, parts = kinds[group], catalog.group_parts(group)
+        wanted = {split: fractions[split] / sum(fractions.values()) * rows_per_kind[kind] for split in held_out}
+        room = [split for split in held_out if rows[split, kind] + size / 2 <= wanted[split]]
+        if room and all(trained[part] >= 2 for part in parts):
+            trained.subtract(parts)
+            emptiest = min(room, key=lambda split: rows[split, kind] / wanted[split])
+            split_of_group[group] = emptiest
+            rows[emptiest, kind] += size
+        else:
+            split_of_group[group] = first
     split_of_row = frame[group_column].map(split_of_group)
     return {name: frame[split_of_row == name].reset_index(drop=True) for name in fractions}
 
@@ -160,9 +181,11 @@ def to_datasets(splits: dict[str, pd.DataFrame]) -> datasets.DatasetDict:
         **schema.features(), "product_group": datasets.Value("string"), "image": datasets.Image(),
     })
     return datasets.DatasetDict({
-        name: datasets.Dataset.from_pandas(
-            frame[[*schema.COLUMNS, "product_group"]].assign(image=[_rgb_image(row) for row in frame.itertuples()]),
-            features=feature_set, preserve_index=False,
+        # from a dict, not a frame: an empty split (a small catalog) keeps its image column's type
+        name: datasets.Dataset.from_dict(
+            {**frame[[*schema.COLUMNS, "product_group"]].to_dict("list"),
+             "image": [_rgb_image(row) for row in frame.itertuples()]},
+            features=feature_set,
         )
         for name, frame in splits.items()
     })

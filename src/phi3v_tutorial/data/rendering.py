@@ -524,10 +524,12 @@ def _light_and_noise(canvas: Image.Image, rng: np.random.Generator) -> Image.Ima
 
 
 def _paint_check(sk: Sketch) -> None:
+    # broad bands in a half shade and one thin red line: bold enough for 56 px, open enough that
+    # the material's texture still shows between them
     red = (0, 0, 0) if _distance(sk.colour, (170, 28, 36)) < 120 else (170, 28, 36)
-    bands = ((0.0, 0.22, sk.dark), (0.5, 0.08, sk.light), (0.76, 0.035, red))
-    _paint_bands(sk, 0.22, bands, horizontal=True)
-    _paint_bands(sk, 0.22, bands, horizontal=False)
+    bands = ((0.0, 0.2, _mix(sk.colour, sk.dark, 0.6)), (0.6, 0.05, red))
+    _paint_bands(sk, 0.3, bands, horizontal=True)
+    _paint_bands(sk, 0.3, bands, horizontal=False)
 
 
 def _paint_stripe(sk: Sketch) -> None:
@@ -587,7 +589,11 @@ def _draw_star(sk: Sketch, at: Point) -> None:
 
 
 def _apply_material(sk: Sketch, material: str, rng: np.random.Generator) -> None:
-    """Multiply the fabric by a texture: gloss for leather and silk, weave, sheen, fuzz."""
+    """Multiply the fabric by the material's texture. Every texture repeats at a fixed fraction of
+    the product's size, so it survives the resize to the model's view (a product spans 40-100 px
+    there): a glossy highlight for leather, a coarse woven grid for canvas, narrow sharp sheen
+    bands for nylon, broad soft waves for silk, diagonal twill ribs for gabardine, blotchy fuzz for
+    wool, vertical brushed streaks for cashmere; cotton is matte."""
     bbox = sk.body_mask.getbbox()
     if bbox is None or material == "cotton":
         return
@@ -596,20 +602,27 @@ def _apply_material(sk: Sketch, material: str, rng: np.random.Generator) -> None
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     size = float(max(width, height))
     if material == "leather":
-        cx, cy = width * rng.uniform(0.2, 0.5), height * rng.uniform(0.15, 0.4)
-        gain = 1.0 + 0.22 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * (0.25 * size) ** 2))
-    elif material == "silk":
-        gain = 1.0 + 0.14 * np.sin(2 * math.pi * (x + 0.6 * y) / (0.3 * size))
-    elif material == "nylon":
-        gain = 1.0 + 0.25 * np.maximum(0.0, np.sin(2 * math.pi * (0.5 * x + y) / (0.22 * size))) ** 6
+        cx, cy = width * rng.uniform(0.25, 0.45), height * rng.uniform(0.2, 0.4)
+        gain = 1.0 + 0.5 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * (0.16 * size) ** 2))
+        gain *= 1.0 - 0.25 * ((x - width / 2) ** 2 + (y - height / 2) ** 2) / (0.25 * size**2)
     elif material == "canvas":
-        gain = 1.0 + 0.07 * (((x // 2 + y // 2) % 2) * 2 - 1)
+        period = 0.16 * size
+        lines = ((x % period) < 0.3 * period) | ((y % period) < 0.3 * period)
+        gain = 1.0 - 0.28 * lines
+    elif material == "nylon":
+        gain = 1.0 + 0.5 * np.maximum(0.0, np.sin(2 * math.pi * (0.5 * x + y) / (0.3 * size))) ** 8
+    elif material == "silk":
+        gain = 1.0 + 0.3 * np.sin(2 * math.pi * (x - 0.8 * y) / (0.5 * size))
     elif material == "gabardine":
-        gain = 1.0 - 0.08 * (((x + y) // 2) % 3 == 0)
-    else:  # wool and cashmere: fuzz, coarser for wool
-        grain, amount = (1, 0.09) if material == "wool" else (3, 0.05)
-        fuzz = rng.standard_normal((height // grain + 1, width // grain + 1)).astype(np.float32)
-        gain = 1.0 + amount * np.repeat(np.repeat(fuzz, grain, 0), grain, 1)[:height, :width]
+        period = 0.16 * size
+        gain = 1.0 - 0.3 * (((x + y) % period) < 0.35 * period)
+    else:  # wool: blotchy fuzz in both directions; cashmere: soft vertical brushed streaks
+        grain = max(1, round(0.12 * size))
+        rows = height // grain + 1 if material == "wool" else 1
+        fuzz = np.repeat(rng.standard_normal((rows, width // grain + 1)).astype(np.float32), grain, 1)
+        fuzz = np.repeat(fuzz, grain, 0) if material == "wool" else np.broadcast_to(fuzz, (height, fuzz.shape[1]))
+        fuzz = fuzz[:height, :width]
+        gain = 1.0 + (0.2 if material == "wool" else 0.15) * np.clip(fuzz, -2, 2)
     textured = np.clip(np.asarray(region, dtype=np.float32) * gain[..., None], 0, 255).astype(np.uint8)
     sk.fabric.paste(Image.fromarray(textured), bbox[:2])
 
