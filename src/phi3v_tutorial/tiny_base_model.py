@@ -1,18 +1,21 @@
 """The tiny profile's pretrained base model: a small Phi-3-V that can describe product pictures.
 
 Fine-tuning needs a pretrained start, and no weights can be downloaded here. So the course
-builds its own: the Phi-3-V architecture at a tiny size (our classes, the real code path),
-a tokenizer trained in the Phi-3 format, and a short pretraining on generic questions about
-pictures drawn by the catalog renderer ("Describe the image." -> "A beige checked cashmere scarf
-on a grey background."). It knows objects, colours, patterns, materials, sizes and children's
-versions, but not the catalog's answer format, titles or prices: that is what fine-tuning teaches,
-as with the real model.
+builds its own once and ships it in `models/tiny-phi3v-base`, a versioned artifact loaded like a
+hub checkpoint: the Phi-3-V architecture at a tiny size (our classes, the real code path), a
+tokenizer trained in the Phi-3 format, and a pretraining on questions about pictures drawn by the
+catalog renderer ("Describe the image." -> "A beige checked cashmere scarf on a grey background.",
+one question per attribute, product and category labels in the shop's words, price tags for
+amounts). It knows objects, colours, patterns, materials, sizes, children's versions and the
+catalog's words, but was never asked the catalog question nor shown a product's price: the
+answer format and the price are what fine-tuning teaches, as with the real model.
 
-    python -m phi3v_tutorial.tiny_base_model --out models/tiny-phi3v-base
+    make base-model     # python -m phi3v_tutorial.tiny_base_model --out models/tiny-phi3v-base
 
 The folder has the official checkpoint layout (config.json with model_type phi3_v,
 model.safetensors under the official key names, tokenizer and processor files) and loads with
-the same `from_pretrained` call as microsoft/Phi-3-vision-128k-instruct.
+the same `from_pretrained` call as microsoft/Phi-3-vision-128k-instruct; its README is the model
+card, with the build's command, machine, time, versions, figures and the weights' sha256.
 """
 
 import argparse
