@@ -1,6 +1,7 @@
 """Our classes against the real files of microsoft/Phi-3-vision-128k-instruct.
 
-The files live in ../shared/reference/official/ (config, tokenizer, checkpoint index; no weights)
+The files live in the shared reference folder (PHI3V_SHARED_DIR, else ../shared): reference/official/
+(config, tokenizer, checkpoint index; no weights); a clone without it skips these tests
 and are not ours to redistribute, so they are read from there. They are part of CI's checkout:
 a missing folder fails these tests rather than skipping them.
 """
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from golden import OFFICIAL_DIR
+import golden
 from PIL import Image
 from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor
 
@@ -21,10 +22,7 @@ OFFICIAL_PARAMETERS = 4_146_621_440
 
 @pytest.fixture(scope="module")
 def official_dir() -> Path:
-    expected = ["config.json", "model.safetensors.index.json", "tokenizer.json", "preprocessor_config.json"]
-    missing = [name for name in expected if not (OFFICIAL_DIR / name).exists()]
-    assert not missing, f"official reference files missing from {OFFICIAL_DIR}: {missing}"
-    return OFFICIAL_DIR
+    return golden.official_dir()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from golden import OFFICIAL_DIR
+from golden import official_dir
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoProcessor, AutoTokenizer
 
@@ -40,7 +40,7 @@ def test_tokenizer_follows_phi3_conventions(tokenizer):
 
 
 def test_tokenizer_spells_numbers_digit_by_digit_like_phi3(tokenizer):
-    official = AutoTokenizer.from_pretrained(OFFICIAL_DIR)
+    official = AutoTokenizer.from_pretrained(official_dir())
     for text in ("Full Price: 1450.00", "Category: CAPS, Full Price: 390.00"):
         ours = tokenizer.convert_ids_to_tokens(tokenizer(text)["input_ids"])
         theirs = official.convert_ids_to_tokens(official(text)["input_ids"])
