@@ -1,9 +1,9 @@
 """Our classes against the real files of microsoft/Phi-3-vision-128k-instruct.
 
-The files live in the shared reference folder (PHI3V_SHARED_DIR, else ../shared): reference/official/
-(config, tokenizer, checkpoint index; no weights); a clone without it skips these tests
-and are not ours to redistribute, so they are read from there. They are part of CI's checkout:
-a missing folder fails these tests rather than skipping them.
+The files live in the shared reference folder, reference/official/ (config, tokenizer, checkpoint
+index; no weights), and are not ours to redistribute, so they are read from there: PHI3V_SHARED_DIR
+(.ci/run sets it, and a missing file then fails), else ../shared; a learner's clone without it
+skips these tests, saying why.
 """
 
 import json
