@@ -459,8 +459,8 @@ def evaluate_base_model(model, processor, count: int, seed: int = 1) -> dict:
     looks, pictures = draw_pictures(count, seed=EVALUATION_SEED + seed)
     descriptions = generate_answers(model, processor, pictures, DESCRIBE)
     said = [described_attributes(text) for text in descriptions]
-    truths = [catalog_attributes(look) for look in looks]
-    right = {attribute: [s[attribute] == truth[attribute] for s, truth in zip(said, truths)]
+    # a Look names its attributes as a title does (catalog.TITLE_ATTRIBUTES)
+    right = {attribute: [s[attribute] == getattr(look, attribute) for s, look in zip(said, looks)]
              for attribute in catalog.TITLE_ATTRIBUTES}
     catalog_answers = generate_answers(model, processor, pictures, CATALOG_QUESTION)
     catalog_format = re.compile(r"Product:.*Category:.*Full Price:", re.DOTALL)
@@ -472,12 +472,6 @@ def evaluate_base_model(model, processor, count: int, seed: int = 1) -> dict:
         "sample_descriptions": [{"truth": description(look), "model": text} for look, text in zip(looks[:5], descriptions)],
         "sample_catalog_answers": catalog_answers[:5],
     }
-
-
-def catalog_attributes(look: rendering.Look) -> dict[str, object]:
-    """A look's attributes under `catalog.TITLE_ATTRIBUTES`' names."""
-    return {"kids": look.kids, "size": look.size, "pattern": look.pattern, "material": look.material,
-            "product_type": look.product_type, "colour": look.colour}
 
 
 def product_phrase(text: str) -> str:
