@@ -33,7 +33,7 @@ def processor():
 
 @pytest.fixture(scope="module")
 def model():
-    return AutoModelForCausalLM.from_pretrained(MODEL_DIR, image_token_id=IMAGE_TOKEN_ID).eval()
+    return AutoModelForCausalLM.from_pretrained(MODEL_DIR).eval()
 
 
 def example(picture: str, answer: str, **extra) -> dict:

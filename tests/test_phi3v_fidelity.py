@@ -48,7 +48,7 @@ def processor():
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(MODEL_DIR, image_token_id=IMAGE_TOKEN_ID, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(MODEL_DIR, dtype=torch.float32)
     return model.eval()
 
 

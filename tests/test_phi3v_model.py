@@ -7,9 +7,9 @@ import torch
 from golden import IMAGE_TOKEN_ID, MODEL_DIR, image
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, AutoProcessor
+from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor
 
-from phi3v_tutorial.phi3v import Phi3VImageProcessor, Phi3VProcessor
+from phi3v_tutorial.phi3v import Phi3VForCausalLM, Phi3VImageProcessor, Phi3VProcessor
 
 PROMPT = "<|user|>\n<|image_1|>\nWhat is shown in this image?<|end|>\n<|assistant|>\n"
 
@@ -20,7 +20,7 @@ def processor():
 
 
 def load_model(path=MODEL_DIR, **kwargs):
-    return AutoModelForCausalLM.from_pretrained(path, image_token_id=IMAGE_TOKEN_ID, **kwargs).eval()
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs).eval()
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,22 @@ def test_checkpoint_with_wte_alias_loads(model, inputs, tmp_path):
     )
     assert not info["missing_keys"]
     assert torch.equal(logits(reloaded.eval(), inputs), logits(model, inputs))
+
+
+def test_auto_classes_alone_agree_on_the_image_token(processor, inputs):
+    """The fixture's config stores no image token id and its tokenizer has `<|image|>` at 745, not the
+    official 32044: the model reads the id from the checkpoint folder, so no keyword is needed."""
+    assert "image_token_id" not in json.loads((MODEL_DIR / "config.json").read_text())
+    for loaded in (AutoModelForCausalLM.from_pretrained(MODEL_DIR), Phi3VForCausalLM.from_pretrained(MODEL_DIR)):
+        assert loaded.config.image_token_id == processor.image_token_id == IMAGE_TOKEN_ID
+        told = AutoModelForCausalLM.from_pretrained(MODEL_DIR, image_token_id=IMAGE_TOKEN_ID)
+        assert torch.equal(logits(loaded.eval(), inputs), logits(told.eval(), inputs))
+
+
+def test_an_explicit_image_token_id_wins_and_a_folder_without_tokenizer_keeps_the_default(tmp_path):
+    (tmp_path / "config.json").write_text((MODEL_DIR / "config.json").read_text())
+    assert AutoConfig.from_pretrained(tmp_path).image_token_id is None  # fixture vocabulary < 32044
+    assert AutoConfig.from_pretrained(MODEL_DIR, image_token_id=7).image_token_id == 7
 
 
 def test_processor_config_round_trips(processor, tmp_path):

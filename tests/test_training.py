@@ -39,7 +39,7 @@ NUM_LAYERS = 2  # the golden fixture's language model
 def base_model(tmp_path_factory) -> str:
     """The fixture's tiny random Phi-3-V saved as a normal checkpoint (placeholder id in its config)."""
     path = tmp_path_factory.mktemp("base")
-    AutoModelForCausalLM.from_pretrained(MODEL_DIR, image_token_id=IMAGE_TOKEN_ID).save_pretrained(path)
+    AutoModelForCausalLM.from_pretrained(MODEL_DIR).save_pretrained(path)
     AutoProcessor.from_pretrained(MODEL_DIR, num_crops=1).save_pretrained(path)
     return str(path)
 

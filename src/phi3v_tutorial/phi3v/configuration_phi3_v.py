@@ -16,6 +16,7 @@ from importlib import resources
 
 from huggingface_hub.dataclasses import strict
 from transformers import CLIPVisionConfig, Phi3Config
+from transformers.utils import cached_file
 
 # The vision tower of every official Phi-3-V checkpoint (openai/clip-vit-large-patch14-336).
 CLIP_VIT_L14_336 = {
@@ -32,6 +33,7 @@ CLIP_VIT_L14_336 = {
     "projection_dim": 768,
 }
 
+IMAGE_PLACEHOLDER = "<|image|>"
 OFFICIAL_IMAGE_TOKEN_ID = 32044  # `<|image|>` in the official tokenizer
 
 DEFAULT_EMBD_LAYER = {
@@ -65,9 +67,10 @@ class Phi3VConfig(Phi3Config):
     img_processor (`dict`): the official vision-tower settings, plus an optional `vision_config`
         (a `CLIPVisionConfig` dict) for towers other than ViT-L/14-336.
     image_token_id (`int`): the `<|image|>` placeholder id our processor repeats once per image
-        feature. Official configs do not store it: their tokenizer has `<|image|>` at 32044, the
-        default when the vocabulary is that large. Negative ids, the original processor's
-        convention, are accepted too.
+        feature. Official configs do not store it: loaded from a checkpoint, it is read from the
+        checkpoint's own tokenizer files, so model and processor agree without being told; else
+        32044 (the official tokenizer's) when the vocabulary is that large. Negative ids, the
+        original processor's convention, are accepted too.
     """
 
     model_type = "phi3_v"
@@ -84,6 +87,8 @@ class Phi3VConfig(Phi3Config):
         # points to the remote code these classes replace: not kept, so saved configs load natively.
         kwargs.pop("_attn_implementation", None)
         kwargs.pop("auto_map", None)
+        if self.image_token_id is None and kwargs.get("name_or_path"):
+            self.image_token_id = image_token_id_in_tokenizer(kwargs["name_or_path"])
         if self.image_token_id is None and self.vocab_size > OFFICIAL_IMAGE_TOKEN_ID:
             self.image_token_id = OFFICIAL_IMAGE_TOKEN_ID
         self.embd_layer = {**DEFAULT_EMBD_LAYER, **(self.embd_layer or {})}
@@ -99,6 +104,13 @@ class Phi3VConfig(Phi3Config):
                 f"embedding ({DEFAULT_EMBD_LAYER}) is implemented"
             )
         super().__post_init__(**kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "Phi3VConfig":
+        # `AutoConfig` passes the checkpoint's location on, a model class's `from_pretrained` does not:
+        # `__post_init__` needs it to read the checkpoint's image token.
+        kwargs.setdefault("name_or_path", str(pretrained_model_name_or_path))
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def convert_rope_params_to_dict(self, **kwargs):
         # Official checkpoints write `rope_scaling: {"type": "su", ...}` without the original
@@ -138,3 +150,20 @@ class Phi3VConfig(Phi3Config):
         for key in ("_comment", "model_type", "architectures"):
             settings.pop(key, None)
         return cls(**{**settings, **overrides})
+
+
+def image_token_id_in_tokenizer(checkpoint: str) -> int | None:
+    """The id of `<|image|>` in a checkpoint's tokenizer files (a folder or a hub id already
+    cached), None when they are absent or do not define it."""
+    for filename, read_tokens in (
+        ("tokenizer_config.json", lambda data: ((int(i), t["content"]) for i, t in data.get("added_tokens_decoder", {}).items())),
+        ("tokenizer.json", lambda data: ((t["id"], t["content"]) for t in data.get("added_tokens", []))),
+    ):
+        path = cached_file(checkpoint, filename, _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False)
+        if path is None:
+            continue
+        for token_id, content in read_tokens(json.loads(open(path, encoding="utf-8").read())):
+            if content == IMAGE_PLACEHOLDER:
+                return token_id
+    return None
