@@ -10,27 +10,44 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import snapshot_download
 from PIL import Image
 from safetensors.torch import load_file
 
 FIXTURE = Path(__file__).parent / "fixtures" / "phi3v-tiny"
-# The real model's config and tokenizer files, read from the shared reference folder (never copied
-# here): PHI3V_SHARED_DIR (CI sets it), else a `shared` folder beside the repository. A learner's
-# fresh clone has neither: `official_dir()` then skips the tests that need them, saying why.
+# The real model's config and tokenizer files, never copied here. They are read from, in order:
+# PHI3V_SHARED_DIR (CI sets it; missing files there fail), a `shared` folder beside the repository,
+# or the hub (just these small files; no weights). A fresh clone offline has none: `official_dir()`
+# then skips the tests that need them, with one reason.
 SHARED_DIR = Path(os.environ.get("PHI3V_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
 OFFICIAL_DIR = SHARED_DIR / "reference" / "official" / "phi-3-vision-128k-instruct"
-OFFICIAL_FILES = ("config.json", "model.safetensors.index.json", "tokenizer.json", "preprocessor_config.json")
+OFFICIAL_REPO = "microsoft/Phi-3-vision-128k-instruct"
+OFFICIAL_FILES = ("config.json", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
+                  "special_tokens_map.json", "preprocessor_config.json")
 
 
 def official_dir() -> Path:
-    """OFFICIAL_DIR with every file the tests read. Missing files fail where PHI3V_SHARED_DIR names
-    the folder (CI), and skip the test on a clone without the shared folder."""
+    """A folder with every official file the tests read (see above), or a skip saying why there is none."""
+    found = _official_files()
+    if isinstance(found, str):
+        pytest.skip(found)
+    return found
+
+
+@cache
+def _official_files() -> Path | str:
+    """The folder, or why there is none (asked once per session: the hub may be slow to refuse)."""
     missing = [name for name in OFFICIAL_FILES if not (OFFICIAL_DIR / name).exists()]
-    if missing and "PHI3V_SHARED_DIR" not in os.environ:
-        pytest.skip(f"the official reference files are not here ({OFFICIAL_DIR}); "
-                    "set PHI3V_SHARED_DIR to the shared folder to run this test")
-    assert not missing, f"official reference files missing from {OFFICIAL_DIR}: {missing}"
-    return OFFICIAL_DIR
+    if not missing:
+        return OFFICIAL_DIR
+    assert "PHI3V_SHARED_DIR" not in os.environ, f"official reference files missing from {OFFICIAL_DIR}: {missing}"
+    try:
+        return Path(snapshot_download(OFFICIAL_REPO, allow_patterns=list(OFFICIAL_FILES)))
+    except Exception as error:  # offline, hub unreachable, HF_HUB_OFFLINE: all mean "not available here"
+        return (f"the official reference files are neither in {OFFICIAL_DIR} nor reachable on the hub "
+                f"({type(error).__name__}); set PHI3V_SHARED_DIR to the shared folder to run this test")
+
+
 MODEL_DIR = FIXTURE / "model"
 IMAGE_TOKEN_ID = 745  # `<|image|>` in the fixture's tokenizer; the original wrote -N instead
 
