@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # progress bars in executed notebooks: one line every 10 s instead of ten a second
 export TQDM_MININTERVAL ?= 10
 # nbval executes every notebook as committed (tiny defaults) and checks that each cell runs
-NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout 900 --nbval-sanitize-with tests/nbval_sanitize.cfg
+NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout 3600 --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 .PHONY: setup tutorial test test-fast base-model clean
 

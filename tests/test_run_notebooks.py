@@ -69,7 +69,7 @@ def course_run(tmp_path_factory):
             "scratch": ("", "raise RuntimeError('an unnumbered notebook must not run')"),
         },
     )
-    results = run_series("tiny", notebooks_dir=notebooks_dir, progress_bar=False)
+    results = run_series("tiny", notebooks_dir=notebooks_dir, stream_output=False)
     return SimpleNamespace(results=results, run_dir=root / "runs" / "tiny", notebooks_dir=notebooks_dir)
 
 
@@ -112,7 +112,7 @@ def test_executed_copies_timings_and_versions_are_written(course_run):
 
 def test_only_runs_the_notebooks_with_those_numbers(course_run, tmp_path):
     notebooks_dir = course_run.notebooks_dir
-    results = run_series("tiny", run_dir=tmp_path / "run", only=[2], notebooks_dir=notebooks_dir, progress_bar=False)
+    results = run_series("tiny", run_dir=tmp_path / "run", only=[2], notebooks_dir=notebooks_dir, stream_output=False)
     assert [result.notebook for result in results] == ["02_second"]
     assert (tmp_path / "run" / "order.log").read_text().split() == ["02_second"]
 
@@ -148,7 +148,7 @@ def test_a_failing_cell_stops_the_series_naming_notebook_cell_and_exception(tmp_
         },
     )
     with pytest.raises(NotebookFailed) as failure:
-        run_series("tiny", notebooks_dir=notebooks_dir, progress_bar=False)
+        run_series("tiny", notebooks_dir=notebooks_dir, stream_output=False)
 
     error = failure.value
     # Cells of 02_broken: 0 title, 1 parameters, 2 `y = 2`, 3 the raise (papermill's injected cell not counted).
@@ -177,7 +177,7 @@ def test_code_cells_that_never_ran_fail_the_notebook(tmp_path, cells, tags):
     make_course(tmp_path, {})
     write_notebook(tmp_path / "notebooks" / "01_quits.ipynb", 'run_dir = "../runs/interactive"', *cells, tags=tags)
     with pytest.raises(NotebookFailed, match="never ran") as failure:
-        run_series("tiny", notebooks_dir=tmp_path / "notebooks", progress_bar=False)
+        run_series("tiny", notebooks_dir=tmp_path / "notebooks", stream_output=False)
     assert failure.value.cell_index == len(cells) + 1
     assert failure.value.cell_source == "never = True"
 
@@ -186,14 +186,40 @@ def test_a_cell_that_runs_too_long_is_stopped(tmp_path):
     notebooks_dir = make_course(
         tmp_path, {"01_slow": ('run_dir = "../runs/interactive"', "import time\ntime.sleep(30)")}
     )
-    with pytest.raises(NotebookFailed, match="CellTimeoutError") as failure:
-        run_series("tiny", notebooks_dir=notebooks_dir, cell_timeout=1, progress_bar=False)
+    with pytest.raises(NotebookFailed, match="longer than the 1 s limit.*--cell-timeout 4, or 0 for none") as failure:
+        run_series("tiny", notebooks_dir=notebooks_dir, cell_timeout=1, stream_output=False)
     assert failure.value.cell_index == 2
+    assert "time.sleep(30)" in str(failure.value), "the message shows the cell"
+
+
+def test_the_profile_sets_the_cell_timeout_and_no_notebook_receives_it(tmp_path):
+    notebooks_dir = make_course(tmp_path, {"01_slow": ('run_dir = "../runs/interactive"', "import time\ntime.sleep(30)")})
+    (tmp_path / "params" / "tiny.yaml").write_text(TINY_PROFILE + "cell_timeout: 1\n")
+    with pytest.raises(NotebookFailed, match="1 s limit"):
+        run_series("tiny", notebooks_dir=notebooks_dir, stream_output=False)
+    timings = json.loads((tmp_path / "runs" / "tiny" / "timings.json").read_text())
+    assert timings["cell_timeout"] == 1
+
+
+def test_shipped_profiles_leave_room_for_slow_machines():
+    for profile in ("tiny", "full"):
+        timeout = run_notebooks.load_profile(run_notebooks.default_notebooks_dir().parent / "params" / f"{profile}.yaml")["cell_timeout"]
+        assert timeout == 0 or timeout >= 3600, f"{profile}: 0 (no limit) or at least an hour"
+
+
+def test_the_kernels_output_streams_to_the_terminal_while_it_runs(tmp_path, capfd):
+    notebooks_dir = make_course(tmp_path, {"01_talks": ('run_dir = "../runs/interactive"',
+                                                        "import sys\nprint('step 1 of 2')\nprint('bar 50%', file=sys.stderr)")})
+    run_series("tiny", notebooks_dir=notebooks_dir)
+    printed = capfd.readouterr()
+    assert "step 1 of 2" in printed.out and "bar 50%" in printed.err
+    run_series("tiny", notebooks_dir=notebooks_dir, stream_output=False)
+    assert "step 1 of 2" not in capfd.readouterr().out
 
 
 def test_the_command_line_reports_a_failure_and_exits_non_zero(tmp_path, capsys):
     notebooks_dir = make_course(tmp_path, {"01_divides": ('run_dir = "../runs/interactive"', "1 / 0")})
-    exit_code = main(["--profile", "tiny", "--notebooks", str(notebooks_dir), "--no-progress"])
+    exit_code = main(["--profile", "tiny", "--notebooks", str(notebooks_dir), "--quiet"])
     assert exit_code == 1
     stderr = capsys.readouterr().err
     assert "FAILED: notebook 01_divides failed in cell 2: ZeroDivisionError: division by zero" in stderr

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("tiny-run")
-    results = run_series("tiny", run_dir=run_dir, progress_bar=False)
+    results = run_series("tiny", run_dir=run_dir, stream_output=False)
     assert [result.status for result in results] == ["ok"] * len(results)
     return run_dir
 

@@ -1,6 +1,6 @@
 """Run the course's notebooks headless, in order, with the parameters of a profile.
 
-    python -m phi3v_tutorial.run_notebooks --profile tiny [--only 01,02] [--run-dir runs/tiny]
+    python -m phi3v_tutorial.run_notebooks --profile tiny [--only 01,02] [--run-dir runs/tiny] [--quiet]
     python -m phi3v_tutorial.run_notebooks --strip
 
 Each notebook `notebooks/NN_name.ipynb` runs with papermill, in `notebooks/`, and receives the keys
@@ -8,6 +8,11 @@ of `params/<profile>.yaml` that its `parameters` cell declares, plus `run_dir` (
 copies go to `<run_dir>/executed/`, the notebooks record their metrics in `<run_dir>/metrics/`, and
 the runner writes `<run_dir>/timings.json` and `<run_dir>/versions.json`. The series stops at the
 first notebook that fails.
+
+What the kernel prints (progress bars of the catalog drawing, the training, the evaluation) is
+streamed to the terminal as it comes, so a long cell is seen moving; `--quiet` shows a bar of
+cells instead. A cell may run `cell_timeout` seconds, a runner key of the profile's yaml file
+(0: no limit), overridden by `--cell-timeout`.
 """
 
 import argparse
@@ -26,6 +31,7 @@ import nbformat
 import papermill
 import torch
 import yaml
+from nbclient.exceptions import CellTimeoutError
 from papermill.exceptions import PapermillExecutionError, strip_color
 
 from phi3v_tutorial.notebook_files import (
@@ -38,7 +44,10 @@ from phi3v_tutorial.notebook_files import (
 log = logging.getLogger(__name__)
 
 KERNEL_NAME = "python3"
-DEFAULT_CELL_TIMEOUT = 900  # seconds
+# Seconds a cell may run when the profile sets no `cell_timeout`: the tiny profile's longest cell
+# (training) takes about 3 minutes on 2 cores, so this leaves room for a machine 20x slower.
+DEFAULT_CELL_TIMEOUT = 3600
+RUNNER_KEYS = {"cell_timeout"}  # profile keys for the runner itself, not passed to notebooks
 SUMMARY_PACKAGES = ("torch", "transformers", "peft")  # printed at the start; versions.json has all
 # Cells that papermill adds to the executed copy; they are not part of the notebook's source.
 PAPERMILL_TAGS = {"injected-parameters", "papermill-error-cell-tag"}
@@ -98,13 +107,15 @@ def run_series(
     only: Collection[int] | None = None,
     notebooks_dir: str | Path | None = None,
     params_file: str | Path | None = None,
-    cell_timeout: int = DEFAULT_CELL_TIMEOUT,
-    progress_bar: bool = True,
+    cell_timeout: int | None = None,
+    stream_output: bool = True,
 ) -> list[NotebookResult]:
     """Run the numbered notebooks (those in `only`, by number, if given) and report their timings.
 
     Defaults: `notebooks_dir` is the repository's `notebooks/`, `params_file` is
-    `<notebooks_dir>/../params/<profile>.yaml` and `run_dir` is `<notebooks_dir>/../runs/<profile>`.
+    `<notebooks_dir>/../params/<profile>.yaml`, `run_dir` is `<notebooks_dir>/../runs/<profile>` and
+    `cell_timeout` the profile's (else DEFAULT_CELL_TIMEOUT; 0: no limit). `stream_output` prints the
+    kernel's output as it comes; without it a bar counts the cells.
     Raises NotebookFailed at the first notebook that does not run to its end, after printing the
     timing table and writing timings.json.
     """
@@ -120,6 +131,9 @@ def run_series(
     if not all_notebooks:
         raise SeriesSetupError(f"no notebooks named NN_name.ipynb in {notebooks_dir}")
     profile_values = load_profile(params_file)
+    runner_values = {key: profile_values.pop(key) for key in RUNNER_KEYS & set(profile_values)}
+    if cell_timeout is None:
+        cell_timeout = int(runner_values.get("cell_timeout", DEFAULT_CELL_TIMEOUT))
     declared = {path: set(papermill.inspect_notebook(str(path))) for path in all_notebooks}
     warn_about_unused_keys(profile_values, declared.values(), params_file)
     notebooks = select_notebooks(all_notebooks, only, notebooks_dir)
@@ -143,7 +157,7 @@ def run_series(
             executed_copy = run_dir / "executed" / notebook.name
             started, status = time.perf_counter(), "failed"
             try:
-                execute_notebook(notebook, executed_copy, parameters, cell_timeout, progress_bar)
+                execute_notebook(notebook, executed_copy, parameters, cell_timeout, stream_output)
                 status = "ok"
             finally:
                 seconds = time.perf_counter() - started
@@ -193,7 +207,7 @@ def select_notebooks(notebooks: list[Path], only: Collection[int] | None, notebo
 
 
 def execute_notebook(
-    notebook: Path, executed_copy: Path, parameters: dict, cell_timeout: int, progress_bar: bool
+    notebook: Path, executed_copy: Path, parameters: dict, cell_timeout: int, stream_output: bool
 ) -> None:
     """Execute one notebook into `executed_copy`; raise NotebookFailed unless every cell ran."""
     executed_copy.parent.mkdir(parents=True, exist_ok=True)
@@ -205,8 +219,10 @@ def execute_notebook(
             parameters=parameters,
             kernel_name=KERNEL_NAME,
             cwd=str(notebook.parent),
-            execution_timeout=cell_timeout,
-            progress_bar=progress_bar,
+            execution_timeout=cell_timeout or None,
+            progress_bar=not stream_output,
+            stdout_file=sys.stdout if stream_output else None,
+            stderr_file=sys.stderr if stream_output else None,
         )
     except PapermillExecutionError as error:
         raise NotebookFailed(
@@ -217,6 +233,17 @@ def execute_notebook(
             cell_source=error.source,
             traceback=strip_color("\n".join(error.traceback)),
         ) from None
+    except CellTimeoutError as error:
+        cell_index = last_started_cell(executed_copy)
+        raise NotebookFailed(
+            notebook.stem,
+            f"CellTimeoutError: the cell ran longer than the {cell_timeout} s limit. On a slower machine, "
+            f"rerun with a larger limit (--cell-timeout {cell_timeout * 4}, or 0 for none; or `cell_timeout` "
+            "in the profile's yaml file)",
+            executed_copy,
+            cell_index=cell_index,
+            cell_source=source_cells(executed_copy)[cell_index].source if cell_index is not None else "",
+        ) from error
     except Exception as error:  # a cell timeout, a dead kernel, a kernel that would not start
         cell_index = last_started_cell(executed_copy)
         cell_source = source_cells(executed_copy)[cell_index].source if cell_index is not None else ""
@@ -338,11 +365,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--cell-timeout",
         type=int,
-        default=DEFAULT_CELL_TIMEOUT,
-        help=f"seconds one cell may run (default: {DEFAULT_CELL_TIMEOUT})",
+        help=f"seconds one cell may run, 0 for no limit (default: the profile's cell_timeout, else {DEFAULT_CELL_TIMEOUT})",
     )
     parser.add_argument("--notebooks", type=Path, help="the notebooks folder (default: notebooks/ in the repository)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    parser.add_argument("--quiet", action="store_true", help="a bar of cells instead of the kernel's own output")
     parser.add_argument(
         "--strip", action="store_true", help="clear outputs and execution counts of the notebooks in place, run nothing"
     )
@@ -364,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
             only=args.only,
             notebooks_dir=notebooks_dir,
             cell_timeout=args.cell_timeout,
-            progress_bar=not args.no_progress,
+            stream_output=not args.quiet,
         )
     except (SeriesSetupError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
