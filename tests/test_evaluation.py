@@ -17,6 +17,7 @@ from phi3v_tutorial.evaluation import (
     macro_f1,
     metrics_table,
     parse_prediction,
+    price_metrics,
 )
 
 FLOAT_TOLERANCE = 1e-9  # the metrics are a few float additions and divisions
@@ -63,6 +64,50 @@ MALFORMED_OUTPUTS = [
     ("", None, None, None, "empty"),
     ("  \n\t ", None, None, None, "empty"),
     ("<|end|>\n<|endoftext|>", None, None, None, "empty"),
+    # the dataset's placeholder is kept as written: the dot that closes an initialism is no trailing full stop
+    ("Product: N.A., Category: N.A., Full Price: N.A.", "N.A.", "N.A.", None, "partial"),
+    ("Product: Trench Coat, Category: n.a.;, Full Price: 1290", "Trench Coat", "n.a.", 1290.0, "ok"),
+    ("Product: Scarf Made in U.S.A.., Category: Scarves", "Scarf Made in U.S.A.", "Scarves", None, "partial"),
+    # a catalog price has no sign and no exponent: such a number is refused, never read as another one
+    ("Product: Tote, Category: Bags, Full Price: -5", "Tote", "Bags", None, "partial"),
+    ("Product: Tote, Category: Bags, Full Price: \u22125", "Tote", "Bags", None, "partial"),  # the minus sign
+    ("Product: Tote, Category: Bags, Full Price: -$990.00", "Tote", "Bags", None, "partial"),
+    ("Product: Tote, Category: Bags, Full Price: USD -990", "Tote", "Bags", None, "partial"),
+    ("Product: Tote, Category: Bags, Full Price: +990", "Tote", "Bags", None, "partial"),
+    ("Product: Tote, Category: Bags, Full Price: 1e3", "Tote", "Bags", None, "partial"),
+    ("Product: Tote, Category: Bags, Full Price: 9.9E+2", "Tote", "Bags", None, "partial"),
+    ("Product: Tote, Category: Bags, Full Price: 4.9e-324", "Tote", "Bags", None, "partial"),
+    ("Product: Tote, Category: Bags, Full Price: 1e400", "Tote", "Bags", None, "partial"),
+    # a range's dash is no sign: the first number is read
+    ("Product: Tote, Category: Bags, Full Price: 400-500", "Tote", "Bags", 400.0, "ok"),
+    ("Product: Tote, Category: Bags, Full Price: 1,450.00", "Tote", "Bags", 1450.0, "ok"),
+    ("Product: Tote, Category: Bags, Full Price: $1450", "Tote", "Bags", 1450.0, "ok"),
+    ("Product: Tote, Category: Bags, Full Price: 1450.00.00", "Tote", "Bags", None, "partial"),
+    # spaces between digits must group thousands (a space, a no-break space, a narrow no-break space)
+    ("Product: Tote, Category: Bags, Full Price: 1 450", "Tote", "Bags", 1450.0, "ok"),
+    ("Product: Tote, Category: Bags, Full Price: 1\u00a0450.00", "Tote", "Bags", 1450.0, "ok"),
+    ("Product: Tote, Category: Bags, Full Price: 1\u202f450,00 €", "Tote", "Bags", 1450.0, "ok"),
+    ("Product: Tote, Category: Bags, Full Price: 1 290 000", "Tote", "Bags", 1290000.0, "ok"),
+    ("Product: Tote, Category: Bags, Full Price: 14 50", "Tote", "Bags", None, "partial"),
+    ("Product: Tote, Category: Bags, Full Price: 450.00 100% cotton", "Tote", "Bags", None, "partial"),
+    # a leading decimal mark belongs to the number; the end of an ellipsis does not
+    ("Product: Tote, Category: Bags, Full Price: $.99", "Tote", "Bags", 0.99, "ok"),
+    ("Product: Tote, Category: Bags, Full Price: ...450", "Tote", "Bags", 450.0, "ok"),
+    # words that float() reads are no prices
+    ("Product: Tote, Category: Bags, Full Price: nan", "Tote", "Bags", None, "partial"),
+    ("Product: Tote, Category: Bags, Full Price: inf", "Tote", "Bags", None, "partial"),
+    ("Product: Tote, Category: Bags, Full Price: -Infinity", "Tote", "Bags", None, "partial"),
+    # decimal digits of another script are the digits they are (fullwidth, Arabic-Indic)
+    ("Product: Tote, Category: Bags, Full Price: \uff14\uff15\uff10", "Tote", "Bags", 450.0, "ok"),
+    ("Product: Tote, Category: Bags, Full Price: \u0664\u0665\u0660", "Tote", "Bags", 450.0, "ok"),
+    ("Product: Tote, Category: Bags, Full Price: 0.00", "Tote", "Bags", 0.0, "ok"),  # as written; wrong, not missing
+    ("Product: Tote, Category: Bags, Full Price: 450.00 GBP incl. VAT", "Tote", "Bags", 450.0, "ok"),
+    ("Product: Tote, Category: Bags, Full Price: 450 EUR (about 520 USD)", "Tote", "Bags", 450.0, "ok"),
+    ("Category: Bags, Full Price: 990", None, "Bags", 990.0, "partial"),
+    ("Product: Tote, Product: Bag, Category: Bags, Full Price: 990", "Tote", "Bags", 990.0, "ok"),
+    ("Product: Tote, Category: Bags, Full Price: 990, Full Price: 1290", "Tote", "Bags", 990.0, "ok"),
+    ("Full Price: 990, Category: Bags, Product: Tote", "Tote", "Bags", 990.0, "ok"),
+    ("product: tote, category: bags, full-price: 990", "tote", "bags", 990.0, "ok"),
 ]
 
 
@@ -73,13 +118,14 @@ def test_parser_reads_each_malformed_output(text, title, category, price, status
 
 def test_parser_never_raises_on_random_fragments():
     fragments = ["Product:", "Category:", "Full Price:", "Price:", ",", ".", "$", "1", "290", " ", "\n",
-                 "<|end|>", "<|", "|>", ":", "é", "\x00", "Scarf"]  # fmt: skip
+                 "<|end|>", "<|", "|>", ":", "é", "\x00", "Scarf", "-", "+", "\u2212", "e", "E", "\u00a0",
+                 "N.A.", "nan", "inf"]  # fmt: skip
     rng = random.Random(0)
     for _ in range(2_000):
         text = "".join(rng.choice(fragments) for _ in range(rng.randint(0, 30)))
         prediction = parse_prediction(text)
         assert prediction.status in {"ok", "partial", "empty", "unparseable"}
-        assert prediction.price is None or math.isfinite(prediction.price)
+        assert prediction.price is None or (math.isfinite(prediction.price) and prediction.price >= 0)
 
 
 def test_parser_treats_a_missing_text_as_empty():
@@ -204,6 +250,15 @@ def test_an_unparsed_price_is_never_scored_as_zero():
     only_missing = catalog_metrics(predictions[1:], truths[1:])
     assert math.isnan(only_missing["price_mae"]) and math.isnan(only_missing["price_median_ape"])
     assert only_missing["price_coverage"] == 0.0
+
+
+def test_a_nan_price_counts_as_missing_like_none():
+    """A predictions table holds NaN where the parser says None: both mean no price."""
+    with_nan = price_metrics([float("nan"), 1100.0], [500.0, 1000.0])
+    assert with_nan == price_metrics([None, 1100.0], [500.0, 1000.0])
+    assert with_nan["price_coverage"] == 0.5 and with_nan["price_mape"] == pytest.approx(0.1, abs=FLOAT_TOLERANCE)
+    with_fallback = price_metrics([float("nan"), 1100.0], [500.0, 1000.0], fallback_price=550.0)
+    assert with_fallback["price_mape"] == pytest.approx((0.1 + 0.1) / 2, abs=FLOAT_TOLERANCE)
 
 
 def test_catalog_metrics_rejects_mismatched_or_empty_inputs():

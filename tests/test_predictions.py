@@ -69,7 +69,7 @@ def test_an_answer_without_category_or_title_is_scored_wrong_not_a_crash(rows, m
     assert table["title_right"].tolist() == [False, False, True]
 
 def test_table_metrics_score_a_missing_price_as_missing_not_as_nan(table, rows):
-    assert math.isnan(table.loc[2, "price"])  # why table_metrics parses the answers again
+    assert math.isnan(table.loc[2, "price"])  # the table's mark of a missing price
     metrics = predictions.table_metrics(table)
     assert metrics["price_coverage"] == pytest.approx(2 / 3)
     assert metrics["price_mape"] == pytest.approx((0.10 + 0.105) / 2)
@@ -78,6 +78,21 @@ def test_table_metrics_score_a_missing_price_as_missing_not_as_nan(table, rows):
     expected = catalog_metrics([parse_prediction(answer) for answer in table["answer"]],
                                predictions.truths(rows), fallback_price=150.0)
     assert with_fallback == pytest.approx(expected)
+
+
+def test_a_table_where_no_answer_names_a_price_holds_nan_prices_and_nan_price_errors(rows, monkeypatch):
+    """An undertrained or diverged run: pandas would keep the parser's None in an object column."""
+    answers = [f"Product: {rows.loc[0, 'title']}, Category: TOTE BAGS", "", "Full Price: -5"]
+    table = table_with_answers(rows, answers, monkeypatch)
+    for column in ("price", "price_ape"):
+        assert table[column].dtype == float and table[column].isna().all(), column
+    metrics = predictions.table_metrics(table)
+    assert metrics["price_coverage"] == 0.0
+    for name in ("price_mae", "price_mape", "price_median_ape", "price_within_10pct", "price_within_25pct"):
+        assert math.isnan(metrics[name]), name
+    with_fallback = predictions.table_metrics(table, fallback_price=150.0)
+    assert with_fallback["price_mape"] == pytest.approx((0.5 + 0.25 + 0.5) / 3)  # 150 against 100, 200, 300
+    assert with_fallback["price_coverage"] == 0.0
 
 
 def test_field_correctness_counts_a_price_within_ten_percent_inclusive_and_a_missing_one_wrong(table):

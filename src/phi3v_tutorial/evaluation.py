@@ -9,10 +9,12 @@ Parsing policy (`parse_prediction`, never raises):
       `Product:`, `Category:`, `Full Price:` (also `Price:`, `Full-Price:`).
     * A field's value runs from its label to the next label, and stops at the first line break
       or chat token such as `<|end|>` (values are single-line). Surrounding whitespace and
-      trailing `, ; : .` are stripped, so a title ending in a full stop loses it.
+      trailing `, ; : .` are stripped, so a title ending in a full stop loses it; the dot that
+      closes an initialism stays, so the dataset's placeholder `N.A.` is kept as written.
     * A repeated field keeps its first occurrence.
-    * The price is the first number in the price field, currency signs and codes ignored:
-        - digits only: `1290` -> 1290.0
+    * The price is the first number in the price field, currency signs and codes ignored. It is
+      read exactly or not at all (no price), never as a different number:
+        - digits only: `1290` -> 1290.0 (decimal digits of any script: `１２９０` -> 1290.0)
         - both `,` and `.`: the later mark is the decimal mark and the other groups thousands:
           `$1,290.00` and `1.290,00` -> 1290.0
         - commas only: commas that group exactly three digits are thousands separators
@@ -20,13 +22,20 @@ Parsing policy (`parse_prediction`, never raises):
           (`12,50` -> 12.5); anything else is ambiguous -> no price
         - dots only: a single dot is a decimal point (`1.290` -> 1.29, the target format's
           convention); several dots that group three digits are thousands (`1.290.000`)
+        - a leading decimal mark belongs to the number: `.99` -> 0.99
+        - spaces (also no-break ones) between digits must group thousands (`1 290,00` -> 1290.0);
+          any other space between digits (`12 90`, `450.00 100`) is ambiguous -> no price
+        - a catalog price is an unsigned decimal number: a sign before it (`-5`, `−5`, `+5`,
+          `- $5`) or an exponent after it (`1e3`, `4.9e-324`) -> no price
+        - an infinite value (too many digits) -> no price
     * status: "empty" (blank once chat tokens are removed), "ok" (title, category and a numeric
       price), "partial" (at least one of them), "unparseable" (none).
 
-Price policy (`catalog_metrics`): an answer without a parsed price never counts as a price of 0.
-With `fallback_price` (use the train-set median), it is scored as that price; without it, it is
-left out of the price errors. `price_coverage` (share of answers with a parsed price) is always
-reported, so a model cannot look accurate by answering a price only when it is sure.
+Price policy (`catalog_metrics`): an answer without a parsed price (None, or NaN as in a
+predictions table) never counts as a price of 0. With `fallback_price` (use the train-set median),
+it is scored as that price; without it, it is left out of the price errors, which are then over the
+answers that name a price, and NaN when none does. `price_coverage` (share of answers with a parsed
+price) is always reported, so a model cannot look accurate by answering a price only when it is sure.
 """
 
 import math
@@ -43,9 +52,22 @@ ANLS_THRESHOLD = 0.5
 # `full price` must come before `price` so that "Full Price:" is one label, not "Price:".
 _LABEL = re.compile(r"\b(?P<name>product|category|full[\s_-]*price|price)\s*:", re.IGNORECASE)
 _CHAT_TOKEN = re.compile(r"<\|[^|<>]{0,40}\|>")
-_NUMBER = re.compile(r"\d(?:[\d.,]*\d)?")
+_SPACE_BETWEEN_DIGITS = r"[ \u00a0\u202f]"  # a space, a no-break space, a narrow no-break space
+_NUMBER = re.compile(
+    rf"""
+    (?P<sign> [-+\u2212\u2013] [\s$€£¥]* )?         # hyphen-minus, plus, minus sign, en dash
+    (?P<token>
+        (?: (?<![.,]) [.,] )?                    # a leading decimal mark, but not the end of "..."
+        \d (?: [\d.,] | {_SPACE_BETWEEN_DIGITS}(?=\d) )* (?<=\d)
+    )
+    (?P<exponent> [eE] [-+\u2212]? \d )?
+    """,
+    re.VERBOSE,
+)
 _THOUSANDS_GROUPED = {mark: re.compile(rf"\d{{1,3}}(?:{re.escape(mark)}\d{{3}})+") for mark in ",."}
+_SPACE_GROUPED_NUMBER = re.compile(rf"\d{{1,3}}(?:{_SPACE_BETWEEN_DIGITS}\d{{3}})+(?:[.,][\d.,]*)?")
 _TRAILING_PUNCTUATION = ",;:."
+_ENDS_WITH_INITIALISM = re.compile(r"(?:\b[A-Za-z]\.){2,}$")  # N.A., U.S.A.
 
 
 @dataclass(frozen=True)
@@ -102,13 +124,29 @@ def _first_line(raw: str) -> str:
 
 
 def _clean_value(raw: str) -> str | None:
-    return _first_line(raw).strip().rstrip(_TRAILING_PUNCTUATION).strip() or None
+    value = _first_line(raw).strip()
+    while value and value[-1] in _TRAILING_PUNCTUATION and not _ENDS_WITH_INITIALISM.search(value):
+        value = value[:-1].rstrip()
+    return value or None
 
 
 def parse_price(raw: str) -> float | None:
     """The first number on the first line of `raw`, read with the module docstring's rules."""
     number = _NUMBER.search(_first_line(raw))
-    return _read_number(number.group()) if number else None
+    if number is None or number["sign"] or number["exponent"]:
+        return None
+    token = _without_thousands_spaces(number["token"])
+    return _read_number(token) if token else None
+
+
+def _without_thousands_spaces(token: str) -> str | None:
+    """`token` without the spaces that group its whole part in thousands; None when a space
+    stands anywhere else."""
+    if not re.search(_SPACE_BETWEEN_DIGITS, token):
+        return token
+    if not _SPACE_GROUPED_NUMBER.fullmatch(token):
+        return None
+    return re.sub(_SPACE_BETWEEN_DIGITS, "", token)
 
 
 def _read_number(token: str) -> float | None:
@@ -216,14 +254,18 @@ def catalog_metrics(
 def price_metrics(
     predicted: Sequence[float | None], truths: Sequence[float], fallback_price: float | None = None
 ) -> dict[str, float]:
-    """MAE, MAPE (a fraction), median APE, share within 10% and 25%, and price coverage."""
+    """MAE, MAPE (a fraction), median APE, share within 10% and 25%, and price coverage.
+
+    A predicted price that is None or NaN is missing (see the module's price policy).
+    """
     if any(truth <= 0 for truth in truths):
         raise ValueError("true prices must be positive to compute percentage errors")
-    coverage = _mean(price is not None for price in predicted)
+    named = [price is not None and not math.isnan(price) for price in predicted]
+    coverage = _mean(named)
     scored = [
-        (fallback_price if price is None else price, truth)
-        for price, truth in zip(predicted, truths)
-        if price is not None or fallback_price is not None
+        (price if is_named else fallback_price, truth)
+        for price, is_named, truth in zip(predicted, named, truths)
+        if is_named or fallback_price is not None
     ]
     absolute_errors = [abs(price - truth) for price, truth in scored]
     percentage_errors = [abs(price - truth) / truth for price, truth in scored]

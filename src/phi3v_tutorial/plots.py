@@ -242,16 +242,29 @@ def loss_curves_figure(log_history: list[dict]):
 
 
 RIGHT_COLOUR, WRONG_COLOUR, TRUTH_COLOUR = "#1a9641", "#d7191c", "#555555"
+NO_PRICE_NOTE = "no answer named a price"
+MISSING_FIELD = "—"
 
 
 def _field_line(label: str, value: str, right: bool) -> tuple[str, str]:
     return f"{'✓' if right else '✗'} {label}: {value}", RIGHT_COLOUR if right else WRONG_COLOUR
 
 
+def _field_text(value) -> str:
+    """A parsed field of a prediction table as text; a missing one is None or NaN there."""
+    return MISSING_FIELD if pd.isna(value) else str(value)
+
+
+def _price_text(price: float, true_price: float) -> str:
+    if pd.isna(price):
+        return MISSING_FIELD
+    return f"{price:,.0f} ({(price - true_price) / true_price:+.0%})"
+
+
 def prediction_grid_figure(table, columns: int = 4, title: str | None = None, price_tolerance: float = PRICE_TOLERANCE):
     """Pictures of a `predict_catalog` table, each with the predicted title, category and price
-    (green and ✓ when right, red and ✗ when wrong; the price is right within `price_tolerance`)
-    and the truth below in grey."""
+    (green and ✓ when right, red and ✗ when wrong; the price is right within `price_tolerance`;
+    a field the answer lacks shows as —) and the truth below in grey."""
     correct = field_correctness(table, price_tolerance)
     rows = max(1, -(-len(table) // columns))
     fig = plt.figure(figsize=(3.4 * columns, 4.3 * rows))
@@ -264,12 +277,10 @@ def prediction_grid_figure(table, columns: int = 4, title: str | None = None, pr
                                                                               hspace=0.02).subplots()
         with Image.open(row.image_path) as picture:
             picture_ax.imshow(picture.convert("RGB"))
-        relative_error = (row.price - row.true_price) / row.true_price
-        price_text = "—" if pd.isna(row.price) else f"{row.price:,.0f} ({relative_error:+.0%})"
         lines = [
-            _field_line("title", textwrap.shorten(row.title or "—", 38, placeholder="…"), right.title),
-            _field_line("category", row.category or "—", right.category),
-            _field_line("price", price_text, right.price),
+            _field_line("title", textwrap.shorten(_field_text(row.title), 38, placeholder="…"), right.title),
+            _field_line("category", _field_text(row.category), right.category),
+            _field_line("price", _price_text(row.price, row.true_price), right.price),
             (textwrap.fill(f"truth: {row.true_title} · {row.true_category} · {row.true_price:,.0f}", 46),
              TRUTH_COLOUR),
         ]
@@ -286,18 +297,20 @@ def prediction_grid_figure(table, columns: int = 4, title: str | None = None, pr
 def price_scatter_figure(table, noise_floor: float | None = None, price_tolerance: float = PRICE_TOLERANCE):
     """Predicted against true price (log axes) for the rows of a `predict_catalog` table that name a
     price, coloured by whether the category is right; the band around y = x is ± the noise floor's
-    MAPE when it is known, else ± `price_tolerance`."""
+    MAPE when it is known, else ± `price_tolerance`. A note says when no answer names a price, and
+    how many prices of 0 or less the log axes cannot show."""
     priced = table.dropna(subset=["price"])
+    drawn = priced[priced["price"] > 0]
     band = noise_floor if noise_floor is not None else price_tolerance
     band_label = f"± noise floor ({band:.0%} MAPE)" if noise_floor is not None else f"± {band:.0%}"
     fig, ax = plt.subplots(figsize=(6, 5.5))
-    everything = pd.concat([priced["price"], priced["true_price"]]) if len(priced) else table["true_price"]
+    everything = pd.concat([drawn["price"], drawn["true_price"]]) if len(drawn) else table["true_price"]
     line = np.geomspace(everything.min() / 1.5, everything.max() * 1.5, 100)
     ax.fill_between(line, line * (1 - band), line * (1 + band), color="#bbbbbb", alpha=0.5, label=band_label)
     ax.plot(line, line, color="black", linewidth=0.8, label="y = x")
     for category_right, colour, label in ((False, WRONG_COLOUR, "category wrong"),
                                           (True, RIGHT_COLOUR, "category right")):
-        points = priced[priced["category_right"] == category_right]
+        points = drawn[drawn["category_right"] == category_right]
         ax.scatter(points["true_price"], points["price"], s=18, alpha=0.6, color=colour,
                    label=f"{label} ({len(points)})")
     ax.set_xscale("log")
@@ -311,6 +324,11 @@ def price_scatter_figure(table, noise_floor: float | None = None, price_toleranc
     ax.set_xlabel("true full price")
     ax.set_ylabel("predicted full price")
     ax.set_title(f"{len(priced)} of {len(table)} answers name a price")
+    if priced.empty:
+        ax.text(0.5, 0.5, NO_PRICE_NOTE, transform=ax.transAxes, ha="center", va="center", fontsize=11)
+    elif len(drawn) < len(priced):
+        ax.text(0.98, 0.02, f"{len(priced) - len(drawn)} priced at 0 or less: not on the log axes",
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=8)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
@@ -320,7 +338,8 @@ def price_scatter_figure(table, noise_floor: float | None = None, price_toleranc
 def price_error_budget_figure(budget: pd.DataFrame, noise_floor: float, model_mape: float):
     """`predictions.price_error_budget` as two bar charts, one row per priced attribute: how often the
     answers name it right, and the MAPE of a reader blind to it, between the noise floor (reads
-    everything) and the model's own MAPE."""
+    everything) and the model's own MAPE. A `model_mape` of NaN (no answer named a price) draws
+    no model line and says so above the chart."""
     fig, (right_ax, cost_ax) = plt.subplots(1, 2, figsize=(10, 0.5 * len(budget) + 2.0), sharey=True)
     names = budget.index.tolist()[::-1]  # first attribute on top
     right = budget["answers name it right"].reindex(names)
@@ -335,8 +354,13 @@ def price_error_budget_figure(budget: pd.DataFrame, noise_floor: float, model_ma
         cost_ax.text(mape + 0.003, row, f"{mape:.3f}", va="center", fontsize=9)
     cost_ax.axvline(noise_floor, color="black", linestyle="--",
                     label=f"noise floor: reads everything ({noise_floor:.3f})")
-    cost_ax.axvline(model_mape, color=WRONG_COLOUR, label=f"the fine-tuned model ({model_mape:.3f})")
-    cost_ax.set_xlim(0, max(model_mape, cost.max()) * 1.15)
+    if pd.isna(model_mape):
+        cost_ax.set_title(f"the fine-tuned model: {NO_PRICE_NOTE}", fontsize=9, color=WRONG_COLOUR)
+        right_edge = cost.max()
+    else:
+        cost_ax.axvline(model_mape, color=WRONG_COLOUR, label=f"the fine-tuned model ({model_mape:.3f})")
+        right_edge = max(model_mape, cost.max())
+    cost_ax.set_xlim(0, right_edge * 1.15)
     cost_ax.set_xlabel("MAPE of a perfect reader blind to it")
     cost_ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     fig.suptitle("Where the price error comes from")

@@ -1,5 +1,6 @@
 """What a model says about catalog pictures it never saw: generated answers next to the truth."""
 
+import numpy as np
 import pandas as pd
 from PIL import Image
 
@@ -19,7 +20,8 @@ def predict_catalog(model, processor, rows: pd.DataFrame, category_column: str =
                     num_crops: int | None = None, batch_size: int = 16, max_new_tokens: int = 64) -> pd.DataFrame:
     """One row per product: the truth, the model's raw answer, the parsed fields and what is right.
 
-    Greedy decoding from the picture alone (the question holds no hint of the answer).
+    Greedy decoding from the picture alone (the question holds no hint of the answer). A missing
+    field is NaN: `price` and `price_ape` are float columns even when no answer names a price.
     """
     answers = generate_answers(model, processor, load_pictures(rows), CATALOG_QUESTION, max_new_tokens=max_new_tokens,
                                batch_size=batch_size, num_crops=num_crops)
@@ -33,12 +35,12 @@ def predict_catalog(model, processor, rows: pd.DataFrame, category_column: str =
         "status": [p.status for p in parsed],
         "title": [p.title for p in parsed],
         "category": [p.category for p in parsed],
-        "price": [p.price for p in parsed],
+        "price": np.array([p.price for p in parsed], dtype=float),  # None -> NaN
     })
     # scored from the parsed fields: in the table a missing string is NaN (pandas' string columns)
     table["title_right"] = [normalise_text(p.title) == normalise_text(t) for p, t in zip(parsed, rows["title"])]
     table["category_right"] = [normalise_text(p.category) == normalise_text(c) for p, c in zip(parsed, rows[category_column])]
-    table["price_ape"] = (table["price"].astype(float) - table["true_price"]).abs() / table["true_price"]
+    table["price_ape"] = (table["price"] - table["true_price"]).abs() / table["true_price"]
     return table
 
 
@@ -99,8 +101,11 @@ NO_CATEGORY = "(no category)"
 def table_metrics(table: pd.DataFrame, fallback_price: float | None = None) -> dict[str, float]:
     """`evaluation.catalog_metrics` of a `predict_catalog` table.
 
-    The answers are parsed again rather than read from the table's columns, where pandas turns a
-    missing price into NaN, which the metrics would take for a price.
+    Without `fallback_price`, the price errors (MAE, MAPE, ...) are over the answers that name a
+    readable price, `price_coverage` says what share that is, and they are NaN when no answer names
+    one (an undertrained or diverged run). With it, every answer is scored, one without a price as
+    `fallback_price`. The answers are parsed again rather than read from the table's columns, where
+    a missing title or category is NaN, not the parser's None.
     """
     parsed = [parse_prediction(answer) for answer in table["answer"]]
     truth_dicts = [{"title": title, "category": category, "full_price": price} for title, category, price
