@@ -1,55 +1,49 @@
 """The real-dataset path, offline: the table loader and the picture downloader.
 
-The downloader runs against an HTTP server on 127.0.0.1 started here, which injects faults.
+The downloader runs against an HTTP server on 127.0.0.1 (tests/download_faults.py), which
+injects faults.
 """
 
-import threading
-import time
+import json
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from io import BytesIO
 
 import datasets
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from download_faults import (FAULTS, IDN_PICTURE, IDN_PICTURE_IN_IDNA, JPEG, PROXY_VARIABLES, URL_FAULTS,
+                             FaultyServer)
 from PIL import Image
 
 from phi3v_tutorial.data import burberry, schema
-from phi3v_tutorial.data.burberry import DatasetUnavailable, download_images, load_burberry_table
+from phi3v_tutorial.data.burberry import OUTCOMES_FILE, DatasetUnavailable, download_images, load_burberry_table
 
 TIMEOUT = 0.6  # generous: the machine may be busy
-STALL = 2.0
 RETRIES = 2
 MAX_BYTES = 200_000
 MAX_PIXELS = 4_000_000
 
-
-def _encoded(image: Image.Image, format: str) -> bytes:
-    buffer = BytesIO()
-    image.save(buffer, format=format)
-    return buffer.getvalue()
-
-
-JPEG = _encoded(Image.new("RGB", (120, 90), (200, 30, 40)), "JPEG")
-_cut_out = Image.new("RGBA", (100, 80), (0, 0, 0, 0))  # transparent, black underneath
-_cut_out.paste((20, 40, 160, 255), (30, 20, 70, 60))
-RGBA_PNG = _encoded(_cut_out, "PNG")
-HUGE_PNG = _encoded(Image.new("L", (2500, 2000)), "PNG")  # 5 megapixels in a few kilobytes
-NOISE = np.random.default_rng(0).bytes(300_000)
-
 # path -> (outcome, attempts) the downloader must report
 EXPECTED = {
     "/ok.jpg": ("downloaded", 1),
+    "/slow.jpg": ("downloaded", 1),
+    "/rgba.png": ("downloaded", 1),
+    "/palette.png": ("downloaded", 1),
+    "/cmyk.jpg": ("downloaded", 1),
+    "/redirect.jpg": ("downloaded", 1),
+    "/redirect-to-ftp.jpg": ("bad_redirect", 1),
     "/missing.jpg": ("http_404", 1),
     "/flaky.jpg": ("downloaded", 2),  # 500, then 200
     "/always-503.jpg": ("http_503", RETRIES + 1),
-    "/stall.jpg": ("timeout", RETRIES + 1),
     "/reset-once.jpg": ("downloaded", 2),  # connection closed without an answer, then 200
+    "/cut-off-once.jpg": ("downloaded", 2),  # connection closed halfway through the body, then 200
+    "/stall.jpg": ("timeout", RETRIES + 1),
+    "/trickle.jpg": ("timeout", RETRIES + 1),
+    "/trickle-headers.jpg": ("timeout", RETRIES + 1),
+    "/bad-length.jpg": ("bad_response", 1),
     "/truncated.jpg": ("corrupt_image", 1),
     "/page.html": ("not_an_image", 1),
-    "/rgba.png": ("downloaded", 1),
     "/huge.png": ("too_many_pixels", 1),
     "/big.jpg": ("too_large", 1),  # announced by Content-Length
     "/big-unannounced.jpg": ("too_large", 1),  # streamed until the connection closes
@@ -58,88 +52,34 @@ NOT_REQUESTED = {"N.A.": "placeholder_url", "ftp://127.0.0.1/x.jpg": "unsupporte
                  "file:///etc/hostname": "unsupported_url"}
 
 
-class _FaultyHandler(BaseHTTPRequestHandler):
-    hits: Counter
-    lock: threading.Lock
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        with self.lock:
-            self.hits[self.path] += 1
-            hit = self.hits[self.path]
-        if self.path == "/ok.jpg":
-            self._send(200, JPEG, "image/jpeg")
-        elif self.path == "/flaky.jpg":
-            self._send(500, b"busy", "text/plain") if hit == 1 else self._send(200, JPEG, "image/jpeg")
-        elif self.path == "/always-503.jpg":
-            self._send(503, b"unavailable", "text/plain")
-        elif self.path == "/stall.jpg":
-            time.sleep(STALL)
-            self._send(200, JPEG, "image/jpeg")
-        elif self.path == "/reset-once.jpg":
-            if hit > 1:
-                self._send(200, JPEG, "image/jpeg")
-        elif self.path == "/truncated.jpg":
-            self._send(200, JPEG[: len(JPEG) * 6 // 10], "image/jpeg")
-        elif self.path == "/page.html":
-            self._send(200, b"<html><body>Sorry, this product is gone.</body></html>", "text/html")
-        elif self.path == "/rgba.png":
-            self._send(200, RGBA_PNG, "image/png")
-        elif self.path == "/huge.png":
-            self._send(200, HUGE_PNG, "image/png")
-        elif self.path == "/big.jpg":
-            self._send(200, NOISE, "image/jpeg")
-        elif self.path == "/big-unannounced.jpg":
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(NOISE)
-        else:
-            self._send(404, b"not found", "text/plain")
-
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
-            pass
-
-
 @pytest.fixture
 def server(monkeypatch):
-    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+    for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    handler = type("Handler", (_FaultyHandler,), {"hits": Counter(), "lock": threading.Lock()})
-    # a listen backlog for every worker at once: with the default of 5, a connection beyond it waits
-    # for the client's SYN retry (1 s), longer than TIMEOUT, and a clean download counts 2 attempts
-    server_class = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 64})
-    httpd = server_class(("127.0.0.1", 0), handler)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_port}", handler.hits
-    httpd.shutdown()
-    httpd.server_close()
+    with FaultyServer() as faulty:
+        yield faulty.url, faulty.hits
 
 
-def _table(base_url: str) -> pd.DataFrame:
-    urls = [base_url + path for path in EXPECTED] + list(NOT_REQUESTED)
+def _table(urls: list[str]) -> pd.DataFrame:
     return pd.DataFrame({"product_code": 80_000_001 + 10 * np.arange(len(urls)), "imageurl": urls})
 
 
-def _download(table, cache_dir):
-    return download_images(table, cache_dir, workers=8, timeout=TIMEOUT, retries=RETRIES, backoff=0.01,
-                           max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS, progress=False)
+def _all_faults_table(base_url: str) -> pd.DataFrame:
+    return _table([base_url + path for path in EXPECTED] + list(NOT_REQUESTED))
+
+
+def _download(table, cache_dir, **options):
+    defaults = {"workers": 16, "timeout": TIMEOUT, "retries": RETRIES, "backoff": 0.01, "max_bytes": MAX_BYTES,
+                "max_pixels": MAX_PIXELS, "progress": False}
+    return download_images(table, cache_dir, **defaults | options)
 
 
 def test_each_fault_gets_its_outcome_and_transient_ones_are_retried(server, tmp_path):
     base_url, hits = server
-    table = _table(base_url)
+    table = _all_faults_table(base_url)
     report = _download(table, tmp_path)
 
+    assert set(EXPECTED) == set(FAULTS)
     outcomes = report.frame().assign(url=table["imageurl"]).set_index("url")
     for path, (outcome, attempts) in EXPECTED.items():
         assert tuple(outcomes.loc[base_url + path, ["outcome", "attempts"]]) == (outcome, attempts), path
@@ -149,8 +89,61 @@ def test_each_fault_gets_its_outcome_and_transient_ones_are_retried(server, tmp_
     assert len(report.downloads) == len(table)
     assert report.counts() == dict(Counter(outcome for outcome, _ in EXPECTED.values())
                                    + Counter(NOT_REQUESTED.values()))
-    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+    assert sorted(path.name for path in tmp_path.glob("*.jpg")) == sorted(
         f"{code}.jpg" for code in outcomes.loc[outcomes["outcome"] == "downloaded", "product_code"])
+
+
+def test_a_trickling_server_is_cut_off_at_the_deadline_of_each_attempt(server, tmp_path):
+    base_url, hits = server
+    paths = ["/trickle.jpg", "/trickle-headers.jpg"]  # each takes 3 s to send, a byte at a time at first
+    report = _download(_table([base_url + path for path in paths]), tmp_path)
+    assert [(d.outcome, d.attempts) for d in report.downloads] == [("timeout", RETRIES + 1)] * 2
+    assert [hits[path] for path in paths] == [RETRIES + 1] * 2
+    assert report.seconds < (RETRIES + 1) * TIMEOUT + 1.0  # the two in parallel, each attempt ended at TIMEOUT
+
+
+def test_a_malformed_header_fails_its_row_only_without_a_retry(server, tmp_path):
+    base_url, hits = server
+    report = _download(_table([base_url + "/bad-length.jpg", base_url + "/ok.jpg"]), tmp_path)
+    assert [(d.outcome, d.attempts) for d in report.downloads] == [("bad_response", 1), ("downloaded", 1)]
+    assert "Content-Length" in report.downloads[0].detail
+    assert hits["/bad-length.jpg"] == 1
+
+
+def test_an_unforeseen_error_fails_its_row_only(server, tmp_path, monkeypatch):
+    def broken_conversion(image):
+        raise RuntimeError("conversion crashed")
+
+    monkeypatch.setattr(burberry, "to_rgb_jpeg", broken_conversion)
+    base_url, _ = server
+    report = _download(_table([base_url + "/rgba.png", base_url + "/ok.jpg"]), tmp_path)
+    assert [d.outcome for d in report.downloads] == ["unexpected_error", "downloaded"]
+    assert report.downloads[0].detail == "RuntimeError: conversion crashed"
+
+
+def test_urls_are_percent_encoded_or_refused_and_never_retried(server, tmp_path):
+    base_url, hits = server
+    urls = {kind: url.format(base=base_url) for kind, url in URL_FAULTS.items()}
+    report = _download(_table(list(urls.values())), tmp_path)
+
+    outcomes = dict(zip(urls, ((d.outcome, d.attempts) for d in report.downloads)))
+    assert outcomes == {
+        "placeholder": ("placeholder_url", 0), "ftp scheme": ("unsupported_url", 0),
+        "file scheme": ("unsupported_url", 0), "space in the path": ("downloaded", 1),
+        "non-ASCII path and query": ("downloaded", 1), "port out of range": ("invalid_url", 0),
+        "two ports": ("invalid_url", 0), "unclosed IPv6 bracket": ("invalid_url", 0),
+        "space in the host": ("invalid_url", 0), "empty host label": ("invalid_url", 0),
+        "no host": ("invalid_url", 0), "user and password": ("invalid_url", 0),
+    }
+    assert hits == {"/with%20space.jpg": 1, "/caf%C3%A9/na%C3%AFve.jpg?taille=%C3%A9": 1}
+
+
+def test_an_international_domain_name_goes_out_in_idna(server, tmp_path, monkeypatch):
+    base_url, hits = server
+    monkeypatch.setenv("http_proxy", base_url)  # the request line then shows the host as sent
+    report = _download(_table([IDN_PICTURE]), tmp_path)
+    assert report.counts() == {"downloaded": 1}
+    assert hits == {IDN_PICTURE_IN_IDNA: 1}
 
 
 def test_pictures_are_stored_as_rgb_jpeg_with_transparency_on_white(server, tmp_path):
@@ -164,18 +157,47 @@ def test_pictures_are_stored_as_rgb_jpeg_with_transparency_on_white(server, tmp_
     assert np.allclose(converted.getpixel((50, 40)), (20, 40, 160), atol=12)
 
 
-def test_second_run_reads_the_cache_and_downloads_nothing_again(server, tmp_path):
+def test_a_second_call_requests_nothing_and_failures_are_retried_only_when_asked(server, tmp_path):
     base_url, hits = server
-    table = _table(base_url)
+    paths = ["/ok.jpg", "/missing.jpg", "/always-503.jpg", "/stall.jpg"]
+    table = _table([base_url + path for path in paths])
     first = _download(table, tmp_path)
     hits_after_first = hits.copy()
+
     second = _download(table, tmp_path)
-    stored = {d.product_code for d in first.downloads if d.outcome == "downloaded"}
-    assert {d.product_code for d in second.downloads if d.outcome == "cached"} == stored
-    assert "downloaded" not in second.counts()
-    for path, (outcome, _) in EXPECTED.items():
-        if outcome == "downloaded":
-            assert hits[path] == hits_after_first[path], path
+    assert hits == hits_after_first
+    assert [(d.outcome, d.attempts, d.remembered) for d in second.downloads] == [
+        ("cached", 0, False), ("http_404", 0, True), ("http_503", 0, True), ("timeout", 0, True)]
+    assert [d.detail for d in second.downloads[1:]] == [d.detail for d in first.downloads[1:]]
+    assert "retry_failed=True" in str(second)
+
+    third = _download(table, tmp_path, retry_failed=True)
+    assert [(d.outcome, d.attempts) for d in third.downloads] == [
+        ("cached", 0), ("http_404", 1), ("http_503", RETRIES + 1), ("timeout", RETRIES + 1)]
+    assert hits - hits_after_first == Counter({"/missing.jpg": 1, "/always-503.jpg": RETRIES + 1,
+                                               "/stall.jpg": RETRIES + 1})
+
+
+def test_a_failure_is_forgotten_once_the_url_downloads(server, tmp_path):
+    base_url, hits = server
+    table = _table([base_url + "/flaky.jpg"])
+    first = _download(table, tmp_path, retries=0)  # 500 on the first request
+    assert first.counts() == {"http_500": 1}
+    assert _download(table, tmp_path, retry_failed=True).counts() == {"downloaded": 1}
+    (tmp_path / "80000001.jpg").unlink()
+    assert _download(table, tmp_path).counts() == {"downloaded": 1}  # not the 500 remembered
+    assert hits["/flaky.jpg"] == 3
+
+
+def test_a_record_line_cut_short_by_a_crash_is_skipped(server, tmp_path):
+    base_url, hits = server
+    missing = base_url + "/missing.jpg"
+    record = {"url": missing, "outcome": "http_404", "attempts": 1, "detail": "HTTP Error 404: Not Found"}
+    (tmp_path / OUTCOMES_FILE).write_text(json.dumps(record) + "\n" + '{"url": "http://127.0')
+    report = _download(_table([missing, base_url + "/ok.jpg"]), tmp_path)
+    assert [(d.outcome, d.remembered) for d in report.downloads] == [("http_404", True), ("downloaded", False)]
+    assert hits == {"/ok.jpg": 1}
+    assert len((tmp_path / OUTCOMES_FILE).read_text().splitlines()) == 2  # the torn line gone, ok.jpg added
 
 
 def test_a_product_listed_twice_is_fetched_once(server, tmp_path):
