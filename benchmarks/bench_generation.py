@@ -20,7 +20,8 @@ from phi3v_tutorial.generation import generate_answers
 from phi3v_tutorial.paths import REPO_ROOT
 from phi3v_tutorial.predictions import load_pictures
 from phi3v_tutorial.prompts import chat_prompt
-from phi3v_tutorial.training import CATALOG_QUESTION, load_splits
+from phi3v_tutorial.data.profile_data import load_profile_data
+from phi3v_tutorial.training import CATALOG_QUESTION
 
 DEFAULT_MODEL = REPO_ROOT / "models" / "tiny-phi3v-base"
 
@@ -59,8 +60,8 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    splits = load_splits("tiny", REPO_ROOT / "data" / "catalog", 3000, REPO_ROOT / "data" / "cache" / "burberry-images",
-                         seed=0)
+    splits = load_profile_data(catalog_dir=REPO_ROOT / "data" / "catalog",
+                               image_cache_dir=REPO_ROOT / "data" / "cache" / "burberry-images").splits
     pictures = load_pictures(splits["test"].head(args.pictures))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForCausalLM.from_pretrained(args.model).to(device)

@@ -41,7 +41,7 @@ from phi3v_tutorial.generation import generate_answers
 from phi3v_tutorial.paths import REPO_ROOT
 from phi3v_tutorial.predictions import load_pictures, names_category, predict_catalog, title_attributes_right
 from phi3v_tutorial.runs import load_metrics
-from phi3v_tutorial.training import load_splits
+from phi3v_tutorial.data.profile_data import load_profile_data
 
 PROBE_SEED = 30_000  # fresh pictures: not the build's, its evaluation's or fine-tuning's rehearsal's
 PRODUCT_TYPES = list(rendering.PRODUCT_TYPES)
@@ -110,8 +110,8 @@ def main():
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
 
-    splits = load_splits("tiny", REPO_ROOT / "data" / "catalog", 3000, REPO_ROOT / "data" / "cache" / "burberry-images",
-                         seed=0)
+    splits = load_profile_data(catalog_dir=REPO_ROOT / "data" / "catalog",
+                               image_cache_dir=REPO_ROOT / "data" / "cache" / "burberry-images").splits
     evaluated = {name: splits[name].reset_index(drop=True) for name in ("validation", "test")}
     pictures = {name: load_pictures(rows) for name, rows in evaluated.items()}
     truth = {name: type_indices(rows) for name, rows in evaluated.items()}

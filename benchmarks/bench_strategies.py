@@ -22,7 +22,8 @@ from transformers import AutoModelForCausalLM, AutoProcessor
 from phi3v_tutorial import tiny_base_model
 from phi3v_tutorial.paths import REPO_ROOT
 from phi3v_tutorial.predictions import predict_catalog
-from phi3v_tutorial.training import command_line, command_line_settings, fine_tune, load_splits
+from phi3v_tutorial.data.profile_data import GENERATED, load_profile_data
+from phi3v_tutorial.training import command_line, command_line_settings, fine_tune
 
 STRATEGIES = {  # name: the training command line's options beside the profile's settings
     "frozen vision tower": ["--strategy", "frozen_vision"],
@@ -43,8 +44,8 @@ def main():
 
     rows = []
     for seed in args.seeds:
-        splits = load_splits("tiny", args.out / f"catalog-seed{seed}", profile["catalog_size"],
-                             notebooks / profile["image_cache_dir"], seed=seed)
+        splits = load_profile_data(GENERATED, args.out / f"catalog-seed{seed}", profile["catalog_size"],
+                                   notebooks / profile["image_cache_dir"], seed=seed).splits
         for name, options in STRATEGIES.items():
             once = ["--eval-steps", str(profile["max_steps"]), "--save-steps", str(profile["max_steps"])]
             output_dir = args.out / f"seed{seed}-{options[1]}"

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from phi3v_tutorial.data.catalog import generate_catalog, group_parts, parse_title, plan_catalog
-from phi3v_tutorial.data.cleaning import clean_catalog, product_group, split_by_group, to_datasets
+from phi3v_tutorial.data.cleaning import clean_catalog, is_web_url, product_group, split_by_group, to_datasets
 
 # trap -> the reason cleaning gives for dropping the row (the module's stated policy)
 DROPPED_AS = {
@@ -64,6 +64,19 @@ def test_duplicate_product_code_keeps_the_first_row(catalog):
     kept, report = clean_catalog(table, catalog.image_dir, progress=False)
     assert report.dropped["duplicate_product_code"] == 2
     assert "Something Else Entirely" not in set(kept["title"])
+
+
+def test_the_na_check_follows_the_category_the_answers_name(catalog):
+    table = catalog.table.copy()
+    table.loc[0, "category2_code"] = "N.A."
+    code = table.loc[0, "product_code"]
+    kept_by_fine, _ = clean_catalog(table, catalog.image_dir, progress=False)
+    kept_by_coarse, report = clean_catalog(table, catalog.image_dir, category_column="category2_code", progress=False)
+    assert code in set(kept_by_fine["product_code"]), "category3_code is filled: kept when answers name it"
+    assert code not in set(kept_by_coarse["product_code"])
+    assert report.reasons.set_index("product_code").loc[code, "reason"] == "category_not_available"
+    with pytest.raises(ValueError, match="category_column must be one of"):
+        clean_catalog(table, catalog.image_dir, category_column="title", progress=False)
 
 
 def test_transparent_pixels_become_white_not_black(catalog, cleaned):
@@ -144,3 +157,9 @@ def test_grouped_split_is_fixed_by_its_seed(large_table):
     first, again, other = (split_by_group(large_table, seed=seed) for seed in (0, 0, 1))
     assert all(first[name].equals(again[name]) for name in first)
     assert set(first["test"]["product_group"]) != set(other["test"]["product_group"])
+
+
+@pytest.mark.parametrize("url, web", [("https://example.com/a.jpg", True), ("N.A.", False), (None, False),
+                                      ("ftp://example.com/a.jpg", False), ("http://[::1/x.jpg", False)])
+def test_web_urls_are_http_with_a_host_and_a_broken_one_is_not(url, web):
+    assert is_web_url(url) is web

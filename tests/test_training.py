@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from golden import IMAGE_TOKEN_ID, MODEL_DIR
+from golden import MODEL_DIR
 from transformers import AutoModelForCausalLM, AutoProcessor, TrainerCallback
 
-from phi3v_tutorial import tiny_base_model
+from phi3v_tutorial import tiny_base_model, training
 from phi3v_tutorial.collate import TrainingCollator
 from phi3v_tutorial.data import catalog, rendering
 from phi3v_tutorial.training import (
@@ -111,6 +111,19 @@ def test_lora_run_with_trained_embeddings_merges_them_in_the_official_layout(bas
     assert merged.config.use_cache, "the Trainer's use_cache=False must not reach the saved model"
     assert not torch.equal(merged.lm_head.weight, base.lm_head.weight)
     assert not torch.equal(merged.model.embed_tokens.weight, base.model.embed_tokens.weight)
+
+
+def test_strategy_table_counts_on_the_meta_device_what_the_loaded_model_has(base_model, tmp_path):
+    variants = {"lora": {}, "lora + embeddings": {"strategy": "lora", "lora_trains_embeddings": True},
+                "frozen_vision": {"strategy": "frozen_vision"}, "full": {"strategy": "full"}}
+    skeleton = training.skeleton_model(base_model)
+    assert {parameter.device.type for parameter in skeleton.parameters()} == {"meta"}
+    for row in training.strategy_table(base_model, variants):
+        options = variants[row["strategy"]]
+        chosen = FineTuneSettings(base_model=base_model, output_dir=str(tmp_path), **options)
+        loaded = trainable_summary(apply_strategy(load(base_model), chosen))
+        assert (row["trainable"], row["total"]) == (loaded["trainable_parameters"], loaded["total_parameters"])
+        assert row["share"] == row["trainable"] / row["total"]
 
 
 def test_frozen_vision_freezes_exactly_the_clip_tower(base_model, tmp_path):
@@ -224,9 +237,12 @@ def test_rehearsal_pictures_are_seeded_and_new_to_the_base_model():
 
 
 def test_lora_run_saves_adapter_and_merged_official_layout(base_model, rows, tmp_path):
-    outcome = fine_tune(settings(base_model, tmp_path), rows.head(8), rows.tail(4))
+    outcome = fine_tune(settings(base_model, tmp_path, num_crops=2), rows.head(8), rows.tail(4))
     assert outcome["global_step"] == 4
-    collator = TrainingCollator(AutoProcessor.from_pretrained(base_model), num_crops=1)
+    assert AutoProcessor.from_pretrained(base_model).image_processor.num_crops == 1
+    for saved in (outcome["final_dir"], outcome["merged_dir"]):
+        assert AutoProcessor.from_pretrained(saved).image_processor.num_crops == 2, "saved as trained"
+    collator = TrainingCollator(AutoProcessor.from_pretrained(base_model), num_crops=2)
     lengths = [len(collator.encode(example)["input_ids"]) for example in CatalogExamples(rows.head(8))]
     assert outcome["train_tokens_per_second"] == pytest.approx(outcome["train_samples_per_second"] * sum(lengths) / 8)
     assert (tmp_path / "final" / "adapter_config.json").exists()

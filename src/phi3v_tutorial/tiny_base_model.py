@@ -546,6 +546,11 @@ and testing the course's code path; not a useful model of anything else.
 """
 
 
+def has_build_report(path: str | Path) -> bool:
+    """Whether a checkpoint (a folder, or a hub id: never) carries this module's build report."""
+    return (Path(path) / "build_metrics.json").is_file()
+
+
 def build_metrics(path: Path = DEFAULT_DIR) -> dict:
     """What the build measured (`build_metrics.json`): accuracies, timings, settings."""
     return json.loads((Path(path) / "build_metrics.json").read_text())

@@ -32,12 +32,13 @@ from pathlib import Path
 import torch
 import yaml
 from torch.utils.data import ConcatDataset, Dataset
-from transformers import AutoModelForCausalLM, AutoProcessor, Trainer, TrainerCallback, TrainingArguments
+from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor, Trainer, TrainerCallback, TrainingArguments
 
 import phi3v_tutorial  # noqa: F401  (registers phi3_v)
 from phi3v_tutorial import tiny_base_model
 from phi3v_tutorial.collate import TrainingCollator
 from phi3v_tutorial.data.images import decode_image, to_rgb
+from phi3v_tutorial.data.profile_data import load_profile_data
 from phi3v_tutorial.evaluation import format_target
 from phi3v_tutorial.generation import generate_answers
 from phi3v_tutorial.paths import REPO_ROOT
@@ -227,6 +228,26 @@ def with_fp32_trainable_weights(model):
     return model
 
 
+def skeleton_model(base_model: str):
+    """The base model's architecture on the meta device: every module and parameter shape, no weights
+    read and no memory taken (at full size the real model would need gigabytes just to be counted)."""
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base_model))
+
+
+def strategy_table(base_model: str, variants: dict[str, dict]) -> list[dict]:
+    """Trainable and total parameters of each variant (name -> FineTuneSettings fields), counted on
+    `skeleton_model`s."""
+    rows = []
+    for name, options in variants.items():
+        settings = FineTuneSettings(base_model=base_model, output_dir="", **options)
+        summary = trainable_summary(apply_strategy(skeleton_model(base_model), settings))
+        rows.append({"strategy": name, "trainable": summary["trainable_parameters"],
+                     "total": summary["total_parameters"],
+                     "share": summary["trainable_parameters"] / summary["total_parameters"]})
+    return rows
+
+
 def trainable_summary(model) -> dict:
     """Trainable and total parameters, and which module groups carry trainable weights."""
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
@@ -369,6 +390,8 @@ def fine_tune(settings: FineTuneSettings, train_rows, eval_rows, resume_from_che
         trainer.model.to(precision()["dtype"])  # saved as the base checkpoint is (bf16 on GPU), not in fp32
     trainer.save_model(str(final_dir))
     merged_dir = None
+    if settings.num_crops is not None:
+        processor.image_processor.num_crops = settings.num_crops  # the saved model is asked as it was trained
     if trainer.is_world_process_zero():
         processor.save_pretrained(final_dir)
         (output_dir / "settings.yaml").write_text(yaml.safe_dump(asdict(settings) | {"lora_targets": list(settings.lora_targets)}))
@@ -396,19 +419,6 @@ def fine_tune(settings: FineTuneSettings, train_rows, eval_rows, resume_from_che
 
 
 # --- command line ------------------------------------------------------------------------------
-
-
-def load_splits(profile: str, catalog_dir: str | Path, catalog_size: int, image_cache_dir: str | Path, seed: int = 0):
-    """The cleaned train / validation / test splits of the profile's catalog: the generated sample
-    catalog for `tiny`, the real price list (with its pictures downloaded) for `full`."""
-    from phi3v_tutorial.data import cleaning, sources
-
-    if profile == "tiny":
-        source = sources.generated_catalog(catalog_dir, catalog_size, seed)
-    else:
-        source = sources.real_catalog(image_cache_dir)
-    kept, _ = cleaning.clean_catalog(source.table, source.image_dir, progress=False)
-    return cleaning.split_by_group(kept, seed=seed)
 
 
 # What a profile (params/<profile>.yaml) sets for fine-tuning: the command line's defaults.
@@ -461,12 +471,15 @@ def command_line_settings(args: argparse.Namespace, profile: dict, base_model: s
 def main(argv: list[str] | None = None) -> dict:
     args = command_line().parse_args(argv)
     profile = yaml.safe_load((REPO_ROOT / "params" / f"{args.profile}.yaml").read_text())
-    base_model = profile["base_model"]
     notebooks = REPO_ROOT / "notebooks"  # the profile's paths are relative to it
-    if args.profile == "tiny":
-        base_model = str(notebooks / base_model)  # the course's shipped checkpoint, a folder beside the notebooks
-    splits = load_splits(args.profile, notebooks / profile["catalog_dir"], profile["catalog_size"],
-                         notebooks / profile["image_cache_dir"], args.seed)
+
+    def local_or_hub(name: str) -> str:
+        return str(notebooks / name) if (notebooks / name).exists() else name
+
+    base_model = local_or_hub(profile["base_model"])
+    splits = load_profile_data(local_or_hub(profile["dataset"]), notebooks / profile["catalog_dir"],
+                               profile["catalog_size"], notebooks / profile["image_cache_dir"],
+                               profile["category_column"], args.seed).splits
     train_rows = splits["train"] if args.train_rows is None else splits["train"].head(args.train_rows)
     settings = command_line_settings(args, profile, base_model)
     outcome = fine_tune(settings, train_rows, splits["validation"], resume_from_checkpoint=True if args.resume else None)

@@ -5,7 +5,8 @@ Policy, checked in this order; a row is dropped for the first reason that applie
 
     duplicate_product_code   a product code seen before (the first row is kept)
     placeholder_url          imageurl is not an http(s) URL (e.g. N.A.): no real picture
-    category_not_available   category3_code is N.A.: the answer would teach "N.A."
+    category_not_available   the category the answer names (category3_code by default) is N.A.:
+                             the answer would teach "N.A."
     price_not_available      full_price is missing or not positive
     image_missing            no picture in the folder (e.g. its download failed)
     not_an_image, corrupt_image, too_many_pixels
@@ -64,9 +65,10 @@ def product_group(title: str) -> str:
     return (stem if separator else title).strip().casefold()
 
 
-def clean_catalog(table: pd.DataFrame, image_dir: str | Path, max_pixels: int = MAX_PIXELS, workers: int = 4,
-                  progress: bool = True) -> tuple[pd.DataFrame, CleaningReport]:
-    """Apply the policy above: (kept rows, report).
+def clean_catalog(table: pd.DataFrame, image_dir: str | Path, category_column: str = "category3_code",
+                  max_pixels: int = MAX_PIXELS, workers: int = 4, progress: bool = True
+                  ) -> tuple[pd.DataFrame, CleaningReport]:
+    """Apply the policy above: (kept rows, report). `category_column` is the category the answers name.
 
     The kept rows hold the 17 columns plus product_group, image_path, image_mode, image_width
     and image_height.
@@ -82,7 +84,8 @@ def clean_catalog(table: pd.DataFrame, image_dir: str | Path, max_pixels: int = 
 
     drop(frame["product_code"].duplicated(), "duplicate_product_code")
     drop([not is_web_url(url) for url in frame["imageurl"]], "placeholder_url")
-    drop(frame["category3_code"].fillna(schema.NOT_AVAILABLE).str.strip() == schema.NOT_AVAILABLE,
+    schema.check_category_column(category_column)
+    drop(frame[category_column].fillna(schema.NOT_AVAILABLE).str.strip() == schema.NOT_AVAILABLE,
          "category_not_available")
     drop(~(frame["full_price"] > 0), "price_not_available")
 
@@ -117,7 +120,10 @@ def is_web_url(url) -> bool:
     """Whether `url` is an http(s) URL with a host (placeholders such as N.A. are not)."""
     if not isinstance(url, str):
         return False
-    parts = urlparse(url.strip())
+    try:
+        parts = urlparse(url.strip())
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 

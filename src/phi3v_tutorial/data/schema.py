@@ -32,6 +32,15 @@ COLUMNS: dict[str, str] = {
     "flg_discount": "int64",
 }
 
+# The category levels an answer may name: category1_code (coarsest) to category3_code (finest).
+CATEGORY_COLUMNS = ("category1_code", "category2_code", "category3_code")
+
+
+def check_category_column(name: str) -> None:
+    if name not in CATEGORY_COLUMNS:
+        raise ValueError(f"category_column must be one of {CATEGORY_COLUMNS}, got {name!r}")
+
+
 # The dataset's placeholder for a missing category or image URL.
 NOT_AVAILABLE = "N.A."
 

@@ -48,10 +48,13 @@ def generated_catalog(directory: str | Path, size: int = 3000, seed: int = 0, wo
 
 
 def real_catalog(image_cache_dir: str | Path, dataset: str | Path = schema.BURBERRY_DATASET_ID,
-                 workers: int = 16) -> CatalogSource:
-    """The real price list (`load_burberry_table`) with its pictures downloaded into `image_cache_dir`."""
+                 workers: int = 16, retry_failed: bool = False) -> CatalogSource:
+    """The real price list (`load_burberry_table`) with its pictures downloaded into `image_cache_dir`.
+
+    A URL that failed in an earlier call is not asked again unless `retry_failed` (see `download_images`).
+    """
     table = load_burberry_table(dataset)
-    report = download_images(table, image_cache_dir, workers=workers)
+    report = download_images(table, image_cache_dir, workers=workers, retry_failed=retry_failed)
     return CatalogSource(
         name=str(dataset),
         table=table,
