@@ -17,7 +17,6 @@ import os
 import platform
 import sys
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

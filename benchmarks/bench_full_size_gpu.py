@@ -28,10 +28,11 @@ import pandas as pd
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor, Trainer, TrainerCallback
 
-from phi3v_tutorial import architecture, tiny_base_model
+from phi3v_tutorial import architecture, pretraining
 from phi3v_tutorial.collate import TrainingCollator
 from phi3v_tutorial.generation import generate_answers
-from phi3v_tutorial.training import CATALOG_QUESTION, FineTuneSettings, apply_strategy, trainable_summary, training_arguments
+from phi3v_tutorial.prompts import CATALOG_QUESTION
+from phi3v_tutorial.training import FineTuneSettings, apply_strategy, trainable_summary, training_arguments
 
 GiB = 2**30
 # (strategy, num_crops, batch size): Microsoft's recipe's single example at 16 crops for each
@@ -136,7 +137,7 @@ def main() -> None:
 
     config = AutoConfig.from_pretrained(args.model)
     processor = AutoProcessor.from_pretrained(args.model)
-    examples = [dict(e, question=CATALOG_QUESTION) for e in tiny_base_model.rehearsal_examples(64, seed=0)]
+    examples = [dict(e, question=CATALOG_QUESTION) for e in pretraining.rehearsal_examples(64, seed=0)]
     print(f"{torch.cuda.get_device_name()}, {torch.cuda.get_device_properties(0).total_memory / GiB:.0f} GiB, "
           f"torch {torch.__version__}, CUDA {torch.version.cuda}; {args.model}; {args.steps} steps per setting, "
           f"LoRA rank {args.lora_rank}\n")

@@ -16,12 +16,11 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, AutoProcessor
 
+from phi3v_tutorial.data.profile_data import load_profile_data
 from phi3v_tutorial.generation import generate_answers
 from phi3v_tutorial.paths import REPO_ROOT
 from phi3v_tutorial.predictions import load_pictures
-from phi3v_tutorial.prompts import chat_prompt
-from phi3v_tutorial.data.profile_data import load_profile_data
-from phi3v_tutorial.training import CATALOG_QUESTION
+from phi3v_tutorial.prompts import CATALOG_QUESTION, chat_prompt
 
 DEFAULT_MODEL = REPO_ROOT / "models" / "tiny-phi3v-base"
 

@@ -17,7 +17,7 @@ groups never trained on), in one run.
    - fine-tuned model: the category of its catalog answer.
 2. Every attribute a title names (kids' version, size, pattern, material, product type, colour),
    which together set the price: the base model's description names it right
-   (`tiny_base_model.described_attributes`) next to the fine-tuned answer's title
+   (`descriptions.described_attributes`) next to the fine-tuned answer's title
    (`predictions.title_attributes_right`).
 3. The test answers' most frequent wrong title stems (the title without its colour), each marked
    when it is a product group of the train split: a title the model remembers from training, given
@@ -34,14 +34,16 @@ import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM, AutoProcessor
 
-from phi3v_tutorial import tiny_base_model
+from phi3v_tutorial import pretraining, tiny_base_model
 from phi3v_tutorial.data import catalog, rendering
 from phi3v_tutorial.data.cleaning import product_group
+from phi3v_tutorial.data.profile_data import load_profile_data
+from phi3v_tutorial.descriptions import described_attributes, product_phrase
 from phi3v_tutorial.generation import generate_answers
 from phi3v_tutorial.paths import REPO_ROOT
 from phi3v_tutorial.predictions import load_pictures, names_category, predict_catalog, title_attributes_right
+from phi3v_tutorial.prompts import DESCRIBE
 from phi3v_tutorial.runs import load_metrics
-from phi3v_tutorial.data.profile_data import load_profile_data
 
 PROBE_SEED = 30_000  # fresh pictures: not the build's, its evaluation's or fine-tuning's rehearsal's
 PRODUCT_TYPES = list(rendering.PRODUCT_TYPES)
@@ -81,7 +83,7 @@ def described_right(descriptions: list[str], rows: pd.DataFrame) -> pd.DataFrame
     """Per row, whether a description names each title attribute as the row's true title does."""
     return pd.DataFrame([
         {name: said[name] == truth[name] for name in catalog.TITLE_ATTRIBUTES}
-        for said, truth in zip(map(tiny_base_model.described_attributes, descriptions),
+        for said, truth in zip(map(described_attributes, descriptions),
                                map(catalog.parse_title, rows["title"]))
     ])
 
@@ -118,7 +120,7 @@ def main():
 
     base, base_processor = tiny_base_model.load(args.base)
     features = {name: tower_features(base, base_processor, pictures[name]) for name in evaluated}
-    looks, fresh = tiny_base_model.draw_pictures(args.fresh_pictures, seed=PROBE_SEED)
+    looks, fresh = pretraining.draw_pictures(args.fresh_pictures, seed=PROBE_SEED)
     readers = {
         "tower probe, fresh pictures": fit_probe(
             tower_features(base, base_processor, fresh),
@@ -134,9 +136,9 @@ def main():
     table["base model, describes the type"], table["fine-tuned model, catalog category"] = {}, {}
     attributes, answers = {}, {}
     for name, rows in evaluated.items():
-        descriptions = generate_answers(base, base_processor, pictures[name], tiny_base_model.DESCRIBE,
+        descriptions = generate_answers(base, base_processor, pictures[name], DESCRIBE,
                                         num_crops=args.num_crops, progress=False)
-        named = [names_category(tiny_base_model.product_phrase(text), category)
+        named = [names_category(product_phrase(text), category)
                  for text, category in zip(descriptions, rows["category3_code"])]
         table["base model, describes the type"][name] = float(np.mean(named))
         answers[name] = predict_catalog(fine_tuned, fine_tuned_processor, rows, num_crops=args.num_crops)

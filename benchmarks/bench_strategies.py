@@ -19,10 +19,9 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoProcessor
 
-from phi3v_tutorial import tiny_base_model
+from phi3v_tutorial.data.profile_data import GENERATED, load_profile_data
 from phi3v_tutorial.paths import REPO_ROOT
 from phi3v_tutorial.predictions import predict_catalog
-from phi3v_tutorial.data.profile_data import GENERATED, load_profile_data
 from phi3v_tutorial.training import command_line, command_line_settings, fine_tune
 
 STRATEGIES = {  # name: the training command line's options beside the profile's settings

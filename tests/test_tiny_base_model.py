@@ -63,59 +63,6 @@ def test_tokenizer_never_loses_text(tokenizer):
     assert tokenizer.decode(ids, skip_special_tokens=True) == text
 
 
-def test_descriptions_name_what_is_visible():
-    look = rendering.Look(product_type="scarf", colour="Archive Beige", pattern="check", material="cashmere",
-                          background="light grey")
-    assert tiny_base_model.description(look) == "A beige checked cashmere scarf on a light grey background."
-    answers = tiny_base_model.answers(look)
-    assert answers["What colour is it?"] == "It is beige."
-    assert answers["What object is this?"] == "It is a scarf."
-    assert "What is shown in this image?" not in answers, "the catalog question is kept for fine-tuning"
-    backpack = rendering.Look(product_type="backpack", colour="Black", material="nylon", size="small", kids=True,
-                              background="white")
-    assert tiny_base_model.description(backpack) == "A small black nylon backpack for children on a white background."
-
-
-def test_pretraining_teaches_the_catalogs_words_but_never_its_answer_format():
-    look = rendering.Look(product_type="backpack", colour="Navy", pattern="check", material="leather", size="small",
-                          kids=True, background="white")
-    answers = tiny_base_model.answers(look)
-    assert answers[tiny_base_model.QUESTIONS["product_label"]] == "Product: Kids' Small Check Leather Backpack in Navy"
-    assert answers[tiny_base_model.QUESTIONS["category_label"]] == "Category: BACKPACKS"
-    assert answers[tiny_base_model.QUESTIONS["size"]] == "It is small."
-    assert answers[tiny_base_model.QUESTIONS["kids"]].startswith("Yes")
-    assert tiny_base_model.price_tag(1437) == ("Write a price tag for 1437 dollars.", "Full Price: 1450.00")
-    assert tiny_base_model.price_tag(996) == ("Write a price tag for 996 dollars.", "Full Price: 1000.00")
-    examples = tiny_base_model.PretrainingExamples([look], [None], seed=0)
-    texts = [examples[i]["answer"] for i in range(len(examples))]
-    assert any(text.startswith("Full Price: ") for text in texts), "one price tag per picture"
-    assert not any("Product:" in text and "Category:" in text for text in texts), "no answer in the catalog format"
-
-
-def test_description_checks_read_the_product_not_the_background():
-    product = tiny_base_model.product_phrase("A black checked gabardine trench coat on a light grey background.")
-    assert product == "a black checked gabardine trench coat"
-    assert not tiny_base_model.mentions(product, "grey"), "the background's colour is not the product's"
-    assert tiny_base_model.mentions(product, "black") and tiny_base_model.mentions(product, "trench coat")
-    product = tiny_base_model.product_phrase("A red wallet for children on an orange background.")
-    assert product == "a red wallet for children"
-    assert not tiny_base_model.mentions("a redesigned cap", "red"), "whole words only"
-    assert not tiny_base_model.mentions("a red t-shirt", "shirt")
-    assert not tiny_base_model.mentions("a light blue cap", "navy blue")
-
-
-def test_described_attributes_read_back_what_a_description_names_in_the_catalogs_words():
-    rng = np.random.default_rng(0)
-    for _ in range(500):
-        look = rendering.sample_look(rng)
-        said = tiny_base_model.described_attributes(tiny_base_model.description(look))
-        assert said == catalog.parse_title(catalog.compose_title(look))
-    said = tiny_base_model.described_attributes("A light blue striped silk dress on a light blue background.")
-    assert said["colour"] == "Pale Blue" and said["pattern"] == "stripe" and said["product_type"] == "dress"
-    unknown = tiny_base_model.described_attributes("It is a hat.")
-    assert (unknown["colour"], unknown["material"], unknown["product_type"]) == (None, None, None)
-
-
 def test_smoke_build_loads_generates_and_round_trips(tmp_path):
     out = tmp_path / "tiny-base"
     metrics = tiny_base_model.build(out, pictures=24, vision_steps=10, steps=3, batch_size=4, eval_pictures=4)

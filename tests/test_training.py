@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -14,11 +13,11 @@ import yaml
 from golden import MODEL_DIR
 from transformers import AutoModelForCausalLM, AutoProcessor, TrainerCallback
 
-from phi3v_tutorial import tiny_base_model, training
+from phi3v_tutorial import pretraining, training
 from phi3v_tutorial.collate import TrainingCollator
 from phi3v_tutorial.data import catalog, rendering
+from phi3v_tutorial.prompts import CATALOG_QUESTION, DESCRIBE
 from phi3v_tutorial.training import (
-    CATALOG_QUESTION,
     CatalogExamples,
     LANGUAGE_MODEL_LORA_TARGETS,
     FineTuneSettings,
@@ -217,7 +216,7 @@ def test_training_set_is_the_catalog_rows_then_the_rehearsal_examples(base_model
     assert len(training_examples(rows, settings(base_model, tmp_path))) == len(rows)  # no rehearsal by default
     mixed = training_examples(rows, settings(base_model, tmp_path, rehearsal_examples=5))
     assert len(mixed) == len(rows) + 5
-    assert [mixed[i]["question"] for i in range(len(mixed))] == [CATALOG_QUESTION] * len(rows) + [tiny_base_model.DESCRIBE] * 5
+    assert [mixed[i]["question"] for i in range(len(mixed))] == [CATALOG_QUESTION] * len(rows) + [DESCRIBE] * 5
     assert mixed[0]["answer"].startswith(f"Product: {rows['title'][0]}, Category: ")
     rehearsal = [mixed[i] for i in range(len(rows), len(mixed))]
     assert all(example["answer"].endswith("background.") for example in rehearsal)
@@ -225,11 +224,11 @@ def test_training_set_is_the_catalog_rows_then_the_rehearsal_examples(base_model
 
 
 def test_rehearsal_pictures_are_seeded_and_new_to_the_base_model():
-    again = tiny_base_model.rehearsal_examples(4, seed=0)
-    first = tiny_base_model.rehearsal_examples(4, seed=0)
+    again = pretraining.rehearsal_examples(4, seed=0)
+    first = pretraining.rehearsal_examples(4, seed=0)
     assert [e["image"].tobytes() for e in again] == [e["image"].tobytes() for e in first]
-    assert [e["answer"] for e in tiny_base_model.rehearsal_examples(4, seed=1)] != [e["answer"] for e in first]
-    _, build_pictures = tiny_base_model.draw_pictures(4, seed=0, workers=1)  # the build's first pictures
+    assert [e["answer"] for e in pretraining.rehearsal_examples(4, seed=1)] != [e["answer"] for e in first]
+    _, build_pictures = pretraining.draw_pictures(4, seed=0, workers=1)  # the build's first pictures
     assert not {p.tobytes() for p in build_pictures} & {e["image"].tobytes() for e in first}
 
 

@@ -7,9 +7,9 @@ from PIL import Image
 from phi3v_tutorial.data import catalog
 from phi3v_tutorial.data.images import decode_image, to_rgb
 from phi3v_tutorial.evaluation import catalog_metrics, format_target, normalise_text, parse_prediction
+from phi3v_tutorial.descriptions import mentions
 from phi3v_tutorial.generation import generate_answers
-from phi3v_tutorial.tiny_base_model import DESCRIBE, mentions
-from phi3v_tutorial.training import CATALOG_QUESTION
+from phi3v_tutorial.prompts import CATALOG_QUESTION, DESCRIBE
 
 
 def load_pictures(rows: pd.DataFrame) -> list[Image.Image]:

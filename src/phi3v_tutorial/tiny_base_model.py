@@ -28,23 +28,22 @@ import platform
 import re
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 import transformers
-from torch.utils.data import Dataset
 from tqdm import tqdm  # text bars: readable in executed notebooks and logs
 from transformers import AutoModelForCausalLM, AutoProcessor, GenerationConfig, Trainer, TrainingArguments
 
 from phi3v_tutorial.collate import TrainingCollator
 from phi3v_tutorial.data import catalog, rendering
-from phi3v_tutorial.evaluation import format_target
+from phi3v_tutorial.descriptions import described_attributes, description
 from phi3v_tutorial.generation import generate_answers, stop_token_ids
 from phi3v_tutorial.paths import MODELS_DIR
 from phi3v_tutorial.phi3v import Phi3VConfig, Phi3VForCausalLM, Phi3VImageProcessor, Phi3VProcessor
+from phi3v_tutorial.pretraining import EVALUATION_SEED, PretrainingExamples, draw_pictures, tokenizer_corpus
+from phi3v_tutorial.prompts import CATALOG_QUESTION, DESCRIBE
 from phi3v_tutorial.tokenizer_training import CHAT_SPECIALS, train_tokenizer
 
 DEFAULT_DIR = MODELS_DIR / "tiny-phi3v-base"
@@ -57,29 +56,7 @@ TOKENIZER_VOCAB = 1024  # at most: a corpus may run out of merges first (digits 
 # 56-px views in 85 % after 77 s.
 CROP_SIZE = 56
 NUM_CROPS = 4
-PRETRAIN_PICTURE_SIDE = (120, 180)  # small and fast to draw: with 4 crops the model sees at most 2 x 56 px
 
-# draw_pictures seeds: the build draws from `seed`, its evaluation from EVALUATION_SEED + seed + 1,
-# fine-tuning's rehearsal from REHEARSAL_SEED + seed
-EVALUATION_SEED, REHEARSAL_SEED = 10_000, 20_000
-
-DESCRIBE = "Describe the image."
-CATALOG_QUESTION = "What is shown in this image?"  # kept for fine-tuning: never asked here
-QUESTIONS = {
-    "colour": "What colour is it?",
-    "shop_colour": "What is its colour called in the shop?",
-    "object": "What object is this?",
-    "pattern": "What pattern does it have?",
-    "material": "What is it made of?",
-    "size": "What size is it?",
-    "kids": "Is it made for children?",
-    "name": "Which product is it? Answer in a few words.",
-    # labels in the shop's words: the catalog's vocabulary (titles, category names, price tags),
-    # each on its own, so that fine-tuning only has to put them together and price the picture
-    "product_label": "Write its product label.",
-    "category_label": "Write its category label.",
-}
-PRICE_TAG = "Write a price tag for {amount} dollars."  # numbers in plain text: rounds to a price point
 def tiny_config(vocab_size: int, pad_token_id: int, image_token_id: int) -> Phi3VConfig:
     """Phi-3-V at a size that pretrains in minutes on 2 CPU cores (about 1.5 M parameters)."""
     head_dim = 32
@@ -117,92 +94,6 @@ def tiny_config(vocab_size: int, pad_token_id: int, image_token_id: int) -> Phi3
             },
         },
     )
-
-
-# --- what the pictures show, in words --------------------------------------------------------
-
-
-def article(phrase: str) -> str:
-    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
-
-
-def description(look: rendering.Look) -> str:
-    """"A beige checked cashmere scarf on a grey background.", "A small red leather tote bag for
-    children on a white background.": every attribute a picture shows, in plain words."""
-    words = [look.size] if look.size else []
-    words.append(rendering.COLOURS[look.colour].plain)
-    if look.pattern != "plain":
-        words.append(rendering.PATTERNS[look.pattern])
-    words += [look.material, look.product_type]
-    owner = " for children" if look.kids else ""
-    return f"{article(' '.join(words)).capitalize()}{owner} on {article(look.background)} background."
-
-
-def described_attributes(text: str) -> dict[str, object]:
-    """What a description in `description`'s words says of the product, with the catalog's names
-    (`catalog.TITLE_ATTRIBUTES`: "A small navy blue checked leather backpack for children on a white
-    background." -> kids True, size "small", pattern "check", material "leather", product_type
-    "backpack", colour "Navy"); None where it says nothing known in that place."""
-    product = product_phrase(text)
-    kids = product.endswith(" for children")
-    words = product.removesuffix(" for children").split()[1:]  # without the article
-    size = words.pop(0) if words and words[0] in rendering.SIZES else None
-    colour = None
-    for name, spelled in ((c.name, c.plain.split()) for c in rendering.COLOURS.values()):  # "navy blue": 2 words
-        if words[:len(spelled)] == spelled:
-            colour, words = name, words[len(spelled):]
-            break
-    patterns = {adjective: pattern for pattern, adjective in rendering.PATTERNS.items() if pattern != "plain"}
-    pattern = patterns[words.pop(0)] if words and words[0] in patterns else "plain"
-    material = words.pop(0) if words and words[0] in rendering.MATERIALS else None
-    product_type = " ".join(words)
-    return {"kids": kids, "size": size, "pattern": pattern, "material": material,
-            "product_type": product_type if product_type in rendering.PRODUCT_TYPES else None, "colour": colour}
-
-
-def answers(look: rendering.Look) -> dict[str, str]:
-    """Every question of pretraining about this look, with its answer."""
-    plain_colour = rendering.COLOURS[look.colour].plain
-    title = catalog.compose_title(look)
-    return {
-        DESCRIBE: description(look),
-        QUESTIONS["colour"]: f"It is {plain_colour}.",
-        QUESTIONS["shop_colour"]: f"{look.colour}.",
-        QUESTIONS["object"]: f"It is {article(look.product_type)}.",
-        QUESTIONS["pattern"]: f"It is {rendering.PATTERNS[look.pattern]}.",
-        QUESTIONS["material"]: f"It is made of {look.material}.",
-        QUESTIONS["size"]: f"It is {look.size}." if look.size else "It comes in one size.",
-        QUESTIONS["kids"]: "Yes, it has a star badge." if look.kids else "No, it is for adults.",
-        # a short answer names the object with capitals, as a person would write it on a label
-        QUESTIONS["name"]: " ".join(word.capitalize() for word in look.product_type.split()) + ".",
-        QUESTIONS["product_label"]: f"Product: {title}",
-        QUESTIONS["category_label"]: f"Category: {catalog.CATEGORIES[look.product_type][1]}",
-    }
-
-
-def price_tag(amount: int) -> tuple[str, str]:
-    """A question about a number and its answer: "Write a price tag for 1437 dollars." ->
-    "Full Price: 1450.00" (the catalog's price points, written as its prices are)."""
-    return PRICE_TAG.format(amount=amount), f"Full Price: {catalog.to_price_point(amount):.2f}"
-
-
-def draw_pictures(count: int, seed: int, workers: int = 2) -> tuple[list[rendering.Look], list]:
-    """`count` random looks drawn at pretraining size by `workers` processes, reproducibly from `seed`."""
-    rng = np.random.default_rng([seed, 20240521])
-    looks, jobs = [], []
-    for index in range(count):
-        look = rendering.sample_look(rng)
-        looks.append(look)
-        jobs.append((look, (seed, index), rendering.random_image_size(rng, PRETRAIN_PICTURE_SIDE)))
-    with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
-        drawn = pool.map(_draw, jobs, chunksize=256) if pool else map(_draw, jobs)
-        pictures = list(tqdm(drawn, total=count, desc="drawing pictures", unit="img"))
-    return looks, pictures
-
-
-def _draw(job):
-    look, seed, size = job
-    return rendering.render_product(look, seed=seed, size=size)
 
 
 # Everything the catalog prices and names, as labels of stage 1 (a type without sizes has size None)
@@ -282,52 +173,6 @@ def jitter(views: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     padded = torch.nn.functional.pad(views, (margin,) * 4, mode="replicate")
     offsets = torch.randint(0, 2 * margin + 1, (len(views), 2), generator=generator).tolist()
     return torch.stack([padded[i, :, y:y + side, x:x + side] for i, (y, x) in enumerate(offsets)])
-
-
-# How often each question is asked per picture in stage 2: the description names everything the
-# catalog prices, and it is what the build is measured on, so it comes more often.
-QUESTION_REPEATS = {DESCRIBE: 3}
-
-
-class PretrainingExamples(Dataset):
-    """Every (picture, question) pair, each question `QUESTION_REPEATS` times (default once),
-    and one price tag per picture (its amount drawn from `seed` and the picture's index)."""
-
-    def __init__(self, looks, pictures, seed: int = 0):
-        self.looks, self.pictures, self.seed = looks, pictures, seed
-        questions = [DESCRIBE, *QUESTIONS.values()]
-        self.slots = [q for q in questions for _ in range(QUESTION_REPEATS.get(q, 1))] + [PRICE_TAG]
-
-    def __len__(self):
-        return len(self.pictures) * len(self.slots)
-
-    def __getitem__(self, index):
-        picture, slot = divmod(index, len(self.slots))
-        question = self.slots[slot]
-        if question == PRICE_TAG:
-            amount = int(np.random.default_rng([self.seed, picture]).integers(40, 4000))
-            question, answer = price_tag(amount)
-        else:
-            answer = answers(self.looks[picture])[question]
-        return {"image": self.pictures[picture], "question": question, "answer": answer}
-
-
-def rehearsal_examples(count: int, seed: int = 0) -> list[dict]:
-    """`count` pretraining examples ("Describe the image.") about freshly drawn pictures, to mix
-    into fine-tuning (see `training.training_examples`); their pictures differ from the build's."""
-    looks, pictures = draw_pictures(count, seed=REHEARSAL_SEED + seed)
-    return [{"image": picture, "question": DESCRIBE, "answer": description(look)} for look, picture in zip(looks, pictures)]
-
-
-def tokenizer_corpus(looks: list[rendering.Look]) -> list[str]:
-    """Text of the kind the course uses: the pretraining dialogue and catalog answers."""
-    texts = [DESCRIBE, *QUESTIONS.values(), CATALOG_QUESTION, PRICE_TAG]
-    for look in looks:
-        texts += answers(look).values()
-        category = catalog.CATEGORIES[look.product_type][1]
-        price = catalog.to_price_point(catalog.list_price(look))
-        texts.append(format_target(catalog.compose_title(look), category, price))
-    return texts
 
 
 # --- building ----------------------------------------------------------------------------------
@@ -472,18 +317,6 @@ def evaluate_base_model(model, processor, count: int, seed: int = 1) -> dict:
         "sample_descriptions": [{"truth": description(look), "model": text} for look, text in zip(looks[:5], descriptions)],
         "sample_catalog_answers": catalog_answers[:5],
     }
-
-
-def product_phrase(text: str) -> str:
-    """What a description says of the product, without its background: "A grey leather tote bag on
-    a light grey background." -> "a grey leather tote bag" (so the background cannot supply a colour)."""
-    return re.split(r"\s+on an?\s", text.lower(), maxsplit=1)[0]
-
-
-def mentions(text: str, phrase: str) -> bool:
-    """Whether `text` holds `phrase` as whole words: "a red tote bag" mentions "tote bag" and "red";
-    "a redesigned cap" does not mention "red", nor "a red t-shirt" "shirt"."""
-    return re.search(rf"(?<![\w-]){re.escape(phrase.lower())}(?![\w-])", text.lower()) is not None
 
 
 def model_card(metrics: dict) -> str:

@@ -35,15 +35,15 @@ from torch.utils.data import ConcatDataset, Dataset
 from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor, Trainer, TrainerCallback, TrainingArguments
 
 import phi3v_tutorial  # noqa: F401  (registers phi3_v)
-from phi3v_tutorial import tiny_base_model
 from phi3v_tutorial.collate import TrainingCollator
 from phi3v_tutorial.data.images import decode_image, to_rgb
 from phi3v_tutorial.data.profile_data import load_profile_data
 from phi3v_tutorial.evaluation import format_target
 from phi3v_tutorial.generation import generate_answers
 from phi3v_tutorial.paths import REPO_ROOT
+from phi3v_tutorial.pretraining import rehearsal_examples
+from phi3v_tutorial.prompts import CATALOG_QUESTION
 
-CATALOG_QUESTION = "What is shown in this image?"
 STRATEGIES = ("lora", "qlora", "full", "frozen_vision")
 LORA_STRATEGIES = ("lora", "qlora")  # the strategies that train adapters
 LANGUAGE_MODEL_LORA_TARGETS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
@@ -140,7 +140,7 @@ def training_examples(train_rows, settings: FineTuneSettings) -> Dataset:
     catalog_examples = CatalogExamples(train_rows, settings.category_column)
     if not settings.rehearsal_examples:
         return catalog_examples
-    rehearsal = tiny_base_model.rehearsal_examples(settings.rehearsal_examples, seed=settings.seed)
+    rehearsal = rehearsal_examples(settings.rehearsal_examples, seed=settings.seed)
     return ConcatDataset([catalog_examples, rehearsal])
 
 
