@@ -11,6 +11,7 @@ import pytest
 
 from phi3v_tutorial import run_notebooks
 from phi3v_tutorial.notebook_files import numbered_notebooks
+from phi3v_tutorial.profiles import load_profile, profile_file
 from phi3v_tutorial.run_notebooks import NotebookFailed, SeriesSetupError, main, run_series
 
 TINY_PROFILE = "profile: tiny\nseed: 7\nlearning_rate: 0.5\nunused_key: 1\n"
@@ -110,6 +111,12 @@ def test_executed_copies_timings_and_versions_are_written(course_run):
     assert versions["python"] and "papermill" in versions["packages"] and "torch" in versions["packages"]
 
 
+def test_the_run_writes_its_results_file(course_run):
+    results = (course_run.run_dir / "results.md").read_text()
+    assert results.startswith("# Results: the `tiny` profile")
+    assert "| 10_tenth |" in results, "the timings are in it"
+
+
 def test_only_runs_the_notebooks_with_those_numbers(course_run, tmp_path):
     notebooks_dir = course_run.notebooks_dir
     results = run_series("tiny", run_dir=tmp_path / "run", only=[2], notebooks_dir=notebooks_dir, stream_output=False)
@@ -122,6 +129,16 @@ def test_profile_keys_that_no_notebook_declares_are_reported(course_run, tmp_pat
         run_series("tiny", run_dir=tmp_path, only=[], notebooks_dir=course_run.notebooks_dir)
     assert "unused_key" in caplog.text
     assert "learning_rate" not in caplog.text
+
+
+def test_overrides_replace_profile_values_like_papermills_p(tmp_path, capsys):
+    notebooks_dir = make_course(tmp_path, {"02_second": ('seed = 0\nlearning_rate = 0.1\nrun_dir = "x"', report("02_second"))})
+    exit_code = main(["--notebooks", str(notebooks_dir), "--quiet", "-p", "seed", "7", "-p", "learning_rate", "2e-3"])
+    assert exit_code == 0
+    received = seen(tmp_path / "runs" / "tiny", "02_second")
+    assert (received["seed"], received["learning_rate"]) == (7, 0.002)
+    assert main(["--notebooks", str(notebooks_dir), "--quiet", "-p", "seeed", "7"]) == 2
+    assert "seeed: not a key of" in capsys.readouterr().err
 
 
 def test_an_unknown_profile_or_notebook_number_is_a_setup_error(course_run, tmp_path):
@@ -203,7 +220,7 @@ def test_the_profile_sets_the_cell_timeout_and_no_notebook_receives_it(tmp_path)
 
 def test_shipped_profiles_leave_room_for_slow_machines():
     for profile in ("tiny", "full"):
-        timeout = run_notebooks.load_profile(run_notebooks.default_notebooks_dir().parent / "params" / f"{profile}.yaml")["cell_timeout"]
+        timeout = load_profile(profile_file(profile))["cell_timeout"]
         assert timeout == 0 or timeout >= 3600, f"{profile}: 0 (no limit) or at least an hour"
 
 

@@ -1,12 +1,13 @@
 """Run the course's notebooks headless, in order, with the parameters of a profile.
 
-    python -m phi3v_tutorial.run_notebooks --profile tiny [--only 01,02] [--run-dir runs/tiny] [--quiet]
+    python -m phi3v_tutorial.run_notebooks --profile tiny [--only 01,02] [--run-dir runs/tiny] [--quiet] [-p seed 7]
     python -m phi3v_tutorial.run_notebooks --strip
 
 Each notebook `notebooks/NN_name.ipynb` runs with papermill, in `notebooks/`, and receives the keys
 of `params/<profile>.yaml` that its `parameters` cell declares, plus `run_dir` (absolute). Executed
 copies go to `<run_dir>/executed/`, the notebooks record their metrics in `<run_dir>/metrics/`, and
-the runner writes `<run_dir>/timings.json` and `<run_dir>/versions.json`. The series stops at the
+the runner writes `<run_dir>/timings.json`, `<run_dir>/versions.json` and `<run_dir>/results.md`
+(`phi3v_tutorial.results`: the run's figures in one place). The series stops at the
 first notebook that fails.
 
 What the kernel prints (progress bars of the catalog drawing, the training, the evaluation) is
@@ -30,7 +31,6 @@ from pathlib import Path
 import nbformat
 import papermill
 import torch
-import yaml
 from nbclient.exceptions import CellTimeoutError
 from papermill.exceptions import PapermillExecutionError, strip_color
 
@@ -40,6 +40,8 @@ from phi3v_tutorial.notebook_files import (
     numbered_notebooks,
     strip_all,
 )
+from phi3v_tutorial.profiles import RUNNER_KEYS, ProfileError, add_override_option, load_profile, parse_overrides
+from phi3v_tutorial.results import write_results
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,6 @@ KERNEL_NAME = "python3"
 # Seconds a cell may run when the profile sets no `cell_timeout`: the tiny profile's longest cell
 # (training) takes about 3 minutes on 2 cores, so this leaves room for a machine 20x slower.
 DEFAULT_CELL_TIMEOUT = 3600
-RUNNER_KEYS = {"cell_timeout"}  # profile keys for the runner itself, not passed to notebooks
 SUMMARY_PACKAGES = ("torch", "transformers", "peft")  # printed at the start; versions.json has all
 # Cells that papermill adds to the executed copy; they are not part of the notebook's source.
 PAPERMILL_TAGS = {"injected-parameters", "papermill-error-cell-tag"}
@@ -109,13 +110,15 @@ def run_series(
     params_file: str | Path | None = None,
     cell_timeout: int | None = None,
     stream_output: bool = True,
+    overrides: dict | None = None,
 ) -> list[NotebookResult]:
     """Run the numbered notebooks (those in `only`, by number, if given) and report their timings.
 
     Defaults: `notebooks_dir` is the repository's `notebooks/`, `params_file` is
     `<notebooks_dir>/../params/<profile>.yaml`, `run_dir` is `<notebooks_dir>/../runs/<profile>` and
     `cell_timeout` the profile's (else DEFAULT_CELL_TIMEOUT; 0: no limit). `stream_output` prints the
-    kernel's output as it comes; without it a bar counts the cells.
+    kernel's output as it comes; without it a bar counts the cells. `overrides` replace profile values
+    (papermill's `-p`; see `profiles`).
     Raises NotebookFailed at the first notebook that does not run to its end, after printing the
     timing table and writing timings.json.
     """
@@ -130,7 +133,10 @@ def run_series(
         raise SeriesSetupError(str(error)) from None
     if not all_notebooks:
         raise SeriesSetupError(f"no notebooks named NN_name.ipynb in {notebooks_dir}")
-    profile_values = load_profile(params_file)
+    try:
+        profile_values = load_profile(params_file, overrides)
+    except ProfileError as error:
+        raise SeriesSetupError(str(error)) from None
     runner_values = {key: profile_values.pop(key) for key in RUNNER_KEYS & set(profile_values)}
     if cell_timeout is None:
         cell_timeout = int(runner_values.get("cell_timeout", DEFAULT_CELL_TIMEOUT))
@@ -166,21 +172,8 @@ def run_series(
         results += [NotebookResult(path.stem, "not run", None, None) for path in notebooks[len(results) :]]
         print("\n" + format_timings(results), flush=True)
         write_timings(run_dir / "timings.json", profile, cell_timeout, results)
+        print(f"results: {write_results(run_dir)}", flush=True)
     return results
-
-
-def load_profile(params_file: Path) -> dict:
-    if not params_file.is_file():
-        profiles = ", ".join(sorted(path.stem for path in params_file.parent.glob("*.yaml"))) or "none"
-        raise SeriesSetupError(
-            f"no parameters for profile {params_file.stem!r}: {params_file} does not exist (profiles there: {profiles})"
-        )
-    values = yaml.safe_load(params_file.read_text()) or {}
-    if not isinstance(values, dict):
-        raise SeriesSetupError(f"{params_file} must map parameter names to values")
-    if "run_dir" in values:
-        raise SeriesSetupError(f"{params_file} sets run_dir, which the runner sets itself (--run-dir)")
-    return values
 
 
 def warn_about_unused_keys(profile_values: dict, declared: Collection[set[str]], params_file: Path) -> None:
@@ -369,6 +362,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--notebooks", type=Path, help="the notebooks folder (default: notebooks/ in the repository)")
     parser.add_argument("--quiet", action="store_true", help="a bar of cells instead of the kernel's own output")
+    add_override_option(parser)
     parser.add_argument(
         "--strip", action="store_true", help="clear outputs and execution counts of the notebooks in place, run nothing"
     )
@@ -391,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
             notebooks_dir=notebooks_dir,
             cell_timeout=args.cell_timeout,
             stream_output=not args.quiet,
+            overrides=parse_overrides(args.overrides),
         )
     except (SeriesSetupError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
