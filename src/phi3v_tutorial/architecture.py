@@ -135,6 +135,27 @@ def meta_model(config: Phi3VConfig) -> Phi3VForCausalLM:
         return Phi3VForCausalLM(config)
 
 
+def config_differences(first: Phi3VConfig, second: Phi3VConfig) -> dict[str, tuple[str, str]]:
+    """The settings two configs set differently: name -> (first's, second's), as short text. Nested
+    settings are named `parent.child`; a long list (LongRoPE's factors) is shown by its length and ends."""
+
+    def flat(settings: dict, prefix: str = "") -> dict:
+        items = {}
+        for key, value in settings.items():
+            items |= flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
+        return items
+
+    def short(value) -> str:
+        if isinstance(value, list) and len(value) > 4:
+            return f"{len(value)} values, {value[0]:.3g} .. {value[-1]:.3g}"
+        return str(value)
+
+    ignored = {"_name_or_path", "transformers_version"}
+    ours, theirs = flat(first.to_dict()), flat(second.to_dict())
+    return {key: (short(ours.get(key)), short(theirs.get(key))) for key in sorted(set(ours) | set(theirs))
+            if key not in ignored and ours.get(key) != theirs.get(key)}
+
+
 def module_tree(module: torch.nn.Module, max_depth: int = 3, name: str = "", depth: int = 0) -> str:
     """The module hierarchy as indented text; a list of identical blocks is shown once, as
     "N x Block", with the first one expanded."""

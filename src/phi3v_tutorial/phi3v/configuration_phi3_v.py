@@ -52,10 +52,13 @@ DEFAULT_IMG_PROCESSOR = {
 }
 
 # Full-size configs shipped with the package, so the architecture can be studied offline.
-# (Phi-3.5-vision has the same architecture with other LongRoPE factors: load it from the hub.)
+# Phi-3.5-vision has the same architecture with other LongRoPE factors and a longer sliding window.
 PRESETS = {
     "microsoft/Phi-3-vision-128k-instruct": "phi-3-vision-128k-instruct.json",
+    "microsoft/Phi-3.5-vision-instruct": "phi-3.5-vision-instruct.json",
 }
+# Each checkpoint's processor default (its preprocessor_config.json): Phi-3.5 trades detail for length.
+PRESET_NUM_CROPS = {"microsoft/Phi-3-vision-128k-instruct": 16, "microsoft/Phi-3.5-vision-instruct": 4}
 
 
 @strict
