@@ -127,6 +127,27 @@ def test_price_error_budget_puts_each_attribute_next_to_what_not_reading_it_cost
     assert predictions.price_error_budget(table.assign(true_title="Gabardine Trench Coat")) is None  # free text
 
 
+def test_read_everything_split_prices_the_answers_that_read_every_priced_attribute_apart(rows, monkeypatch):
+    answers = [
+        format_target(rows.loc[0, "title"], "TOTE BAGS", 120.0),  # reads everything, 20 % off
+        format_target("Kids' Nylon Umbrella in Black", "UMBRELLAS", 150.0),  # misreads, 25 % off
+        format_target(rows.loc[2, "title"].replace("Bright Red", "Navy"), "UMBRELLAS", 330.0),  # colour only, 10 %
+    ]
+    split = predictions.read_everything_split(table_with_answers(rows, answers, monkeypatch))
+    assert split == pytest.approx({"share": 2 / 3, "price_mape": 0.15, "others_price_mape": 0.25})
+    free_text = table_with_answers(rows.assign(title="Gabardine Trench Coat"), answers, monkeypatch)
+    assert predictions.read_everything_split(free_text) is None
+
+
+def test_baselines_see_no_picture_the_train_median_or_the_true_categorys_median(rows):
+    train = pd.DataFrame({"category3_code": ["TOTE BAGS", "TOTE BAGS", "UMBRELLAS"], "full_price": [100.0, 300.0, 50.0]})
+    answers = predictions.baseline_answers(train, rows, "category3_code")
+    assert [a.price for a in answers["train median price"]] == [100.0] * 3
+    by_category = answers["category median price (true category)"]
+    assert [(a.category, a.price) for a in by_category] == [("TOTE BAGS", 200.0), ("BACKPACKS", 100.0),
+                                                            ("UMBRELLAS", 50.0)]  # an unseen category: the median
+
+
 def test_worst_price_errors_come_first_with_missing_prices_before_all(table):
     assert predictions.worst_price_errors(table, 3).index.tolist() == [2, 1, 0]
     assert predictions.worst_price_errors(table, 1).index.tolist() == [2]

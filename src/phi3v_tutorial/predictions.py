@@ -6,7 +6,8 @@ from PIL import Image
 
 from phi3v_tutorial.data import catalog
 from phi3v_tutorial.data.images import decode_image, to_rgb
-from phi3v_tutorial.evaluation import catalog_metrics, format_target, normalise_text, parse_prediction
+from phi3v_tutorial.evaluation import (catalog_metrics, category_median_baseline, constant_price_baseline, format_target,
+                                       normalise_text, parse_prediction)
 from phi3v_tutorial.descriptions import mentions
 from phi3v_tutorial.generation import generate_answers
 from phi3v_tutorial.prompts import CATALOG_QUESTION, DESCRIBE
@@ -139,6 +140,31 @@ def title_attributes_right(table: pd.DataFrame) -> pd.DataFrame | None:
     return pd.DataFrame([{name: answer["kids"] is not None and answer[name] == truth[name]
                           for name in catalog.TITLE_ATTRIBUTES} for answer, truth in zip(answers, truths)],
                         index=table.index)
+
+
+def read_everything_split(table: pd.DataFrame) -> dict[str, float] | None:
+    """Among a sample-catalog table's answers (else None): the share whose title names the type and
+    every priced attribute right (the colour sets no price), and the price MAPE of those answers and
+    of the others. If reading were all, the first MAPE would sit near the noise floor."""
+    right = title_attributes_right(table)
+    if right is None:
+        return None
+    reads_everything = right.drop(columns="colour").all(axis=1)
+    errors = table["price_ape"]
+    return {"share": float(reads_everything.mean()), "price_mape": float(errors[reads_everything].mean()),
+            "others_price_mape": float(errors[~reads_everything].mean())}
+
+
+def baseline_answers(train_rows: pd.DataFrame, test_rows: pd.DataFrame,
+                     category_column: str = "category3_code") -> dict[str, list]:
+    """Answers of two baselines that see no picture, for `evaluation.catalog_metrics`: the train-median
+    price for every product, and the train median of the product's true category (told the category)."""
+    as_category = {category_column: "category"}
+    return {
+        "train median price": constant_price_baseline(train_rows["full_price"], len(test_rows)),
+        "category median price (true category)": category_median_baseline(
+            train_rows.rename(columns=as_category), test_rows.rename(columns=as_category)),
+    }
 
 
 def price_error_budget(table: pd.DataFrame) -> pd.DataFrame | None:
