@@ -19,9 +19,13 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 REQUIRE_BROWSER = "PHI3V_REQUIRE_BROWSER"
 CHROMIUM_ARGS = [
@@ -58,7 +62,7 @@ def require_browser() -> str:
 
 
 @contextmanager
-def browser_page(width: int = 1280, height: int = 800) -> Iterator["playwright.sync_api.Page"]:  # noqa: F821
+def browser_page(width: int = 1280, height: int = 800) -> Iterator["Page"]:
     """A playwright Page of a fresh headless Chromium that may reach only this machine."""
     from playwright.sync_api import sync_playwright
 

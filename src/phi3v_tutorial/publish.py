@@ -61,36 +61,51 @@ class PublishError(RuntimeError):
 
 
 def heading_level(cell) -> int:
-    """1 for a markdown cell that opens with `# `, 2 with `## `, ...; 0 for any other cell."""
+    """The level of the highest heading in a markdown cell (1 for `# `, 2 for `## `, ...), 0 for none.
+
+    A heading anywhere in the cell counts (outside fenced code): a cell that ends one section's text
+    and opens the next still starts the next section's slide.
+    """
     if cell["cell_type"] != "markdown":
         return 0
     source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-    first_line = next((line for line in source.splitlines() if line.strip()), "")
-    match = re.match(r"(#{1,6})\s", first_line)
-    return len(match.group(1)) if match else 0
+    levels, fence = [], None
+    for line in source.splitlines():
+        marker = re.match(r"\s{0,3}(`{3,}|~{3,})", line)
+        if marker:
+            if fence is None:
+                fence = marker.group(1)[0]
+            elif marker.group(1)[0] == fence:
+                fence = None
+            continue
+        heading = re.match(r" {0,3}(#{1,6})(\s|$)", line)
+        if heading and fence is None:
+            levels.append(len(heading.group(1)))
+    return min(levels, default=0)
 
 
 def slide_types(cells: Sequence) -> list[str]:
     """The `slideshow.slide_type` of each cell of a course notebook, by one rule.
 
     - the title cell (the first) opens the deck: "slide";
-    - the cells between the title and the first section (the parameters cell, imports and set-up)
-      are "skip", and so is the last code cell (it records the notebook's metrics);
-    - every section, a markdown cell opening with `## ` (Summary and Exercises included): "slide";
-    - a sub-section, a markdown cell opening with `### `: "subslide" (below its section's slide);
+    - the code cells between the title and the first section (the parameters cell, imports and
+      set-up) are "skip", and so is the last code cell (it records the notebook's metrics);
+    - every section, a markdown cell with a `## ` heading (Summary and Exercises included): "slide";
+    - a sub-section, a markdown cell with a `### ` heading and none higher: "subslide" (below its
+      section's slide);
     - every other cell stays on the slide of its section ("-"): its text, tables and figures.
     """
     levels = [heading_level(cell) for cell in cells]
-    first_section = next((index for index, level in enumerate(levels) if level == 2), len(cells))
+    first_section = next((i for i, level in enumerate(levels) if i > 0 and level in (1, 2)), len(cells))
     code = [index for index, cell in enumerate(cells) if cell["cell_type"] == "code"]
     last_code = code[-1] if code else None
     kinds = []
     for index, level in enumerate(levels):
         if index == 0:
             kinds.append("slide")
-        elif index < first_section or index == last_code:
+        elif (index < first_section and cells[index]["cell_type"] == "code") or index == last_code:
             kinds.append("skip")
-        elif level == 2:
+        elif level in (1, 2):
             kinds.append("slide")
         elif level == 3:
             kinds.append("subslide")
