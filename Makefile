@@ -12,7 +12,7 @@ export TQDM_MININTERVAL ?= 10
 # nbval executes every notebook as committed (tiny defaults) and checks that each cell runs
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout 3600 --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: setup tutorial test test-fast base-model clean
+.PHONY: setup tutorial test test-fast base-model clean demo lab site slides
 
 setup: $(VENV)/.installed
 
@@ -27,9 +27,30 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproj
 tutorial: setup
 	$(PY) -m phi3v_tutorial.run_notebooks --profile $(PROFILE)
 
-# tests/ first: the series test builds the tiny base model and the catalog that nbval then reuses
+# the course published from the last `make tutorial` of PROFILE, nothing executed again (README):
+# a static site in runs/$(PROFILE)/site, reveal.js slides in runs/$(PROFILE)/slides; both work offline
+site: setup
+	$(PY) -m phi3v_tutorial.publish site --profile $(PROFILE)
+
+slides: setup
+	$(PY) -m phi3v_tutorial.publish slides --profile $(PROFILE)
+
+# a local page (127.0.0.1:7860) to drop a photo on: the last run's fine-tuned model, else the base model
+DEMO_ARGS ?=
+demo: setup
+	$(PY) -m phi3v_tutorial.demo --profile $(PROFILE) $(DEMO_ARGS)
+
+# JupyterLab on the course; the environment is also installed as the user's kernel "phi3v-tutorial"
+# (as root, in a container, JupyterLab needs --allow-root)
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
+lab: setup
+	$(PY) -m ipykernel install --user --name phi3v-tutorial --display-name "Python (phi3v-tutorial)"
+	$(PY) -m jupyter lab notebooks/ $(LAB_ARGS)
+
+# notebooks/ first: nbval's pass is the tiny series' one execution, and the series tests assert on the
+# metrics it records (conftest.py); the full profile's path runs once through the papermill runner
 test: setup
-	$(PY) -m pytest $(NBVAL) tests notebooks $(PYTEST_ARGS)
+	$(PY) -m pytest $(NBVAL) notebooks tests $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow" tests $(PYTEST_ARGS)
