@@ -4,6 +4,13 @@ Only the answer is scored. Labels are -100 (ignored by the loss) on the prompt, 
 positions inside it and on the padding; the answer tokens and its closing `<|end|>`, newline and
 `<|endoftext|>` carry their ids. Rows are padded on the right; `pixel_values` of all images are
 concatenated in image order, zero-padded to the largest number of views in the batch.
+
+With `scored_logits_only`, the batch also says where the loss is taken, so that the model computes
+the output layer (hidden size x vocabulary, 32,064 rows at full size) and the cross-entropy only
+there instead of at every position: `logits_to_keep`, a (batch, length) mask of the positions whose
+*next* token is scored, and `shift_labels`, those next tokens in the same (row-major) order. Both
+are transformers' own arguments of a causal LM's forward; the loss is the same mean over the same
+tokens, the logits returned are only those rows, (scored tokens, vocabulary).
 """
 
 import torch
@@ -17,11 +24,13 @@ class TrainingCollator:
     """Collates examples `{"image": PIL image, "question": str, "answer": str}`.
 
     num_crops: crop budget per image (None: the processor's setting).
+    scored_logits_only: add `logits_to_keep` and `shift_labels` (see the module's docstring).
     """
 
-    def __init__(self, processor, num_crops: int | None = None):
+    def __init__(self, processor, num_crops: int | None = None, scored_logits_only: bool = False):
         self.processor = processor
         self.num_crops = num_crops
+        self.scored_logits_only = scored_logits_only
 
     def encode(self, example: dict) -> dict:
         """One example: prompt ids (with image placeholders), answer ids, labels, pixels."""
@@ -47,13 +56,24 @@ class TrainingCollator:
         def right_pad(values: torch.Tensor, fill: int) -> torch.Tensor:
             return torch.nn.functional.pad(values, (0, length - len(values)), value=fill)
 
-        return {
+        batch = {
             "input_ids": torch.stack([right_pad(row["input_ids"], pad_id) for row in encoded]),
             "attention_mask": torch.stack([right_pad(torch.ones_like(row["input_ids"]), 0) for row in encoded]),
             "labels": torch.stack([right_pad(row["labels"], IGNORE_INDEX) for row in encoded]),
             "pixel_values": torch.cat([pad_views(row["pixel_values"], views) for row in encoded]),
             "image_sizes": torch.cat([row["image_sizes"] for row in encoded]),
         }
+        if self.scored_logits_only:
+            batch |= scored_positions(batch["labels"])
+        return batch
+
+
+def scored_positions(labels: torch.Tensor) -> dict:
+    """`logits_to_keep`: the (batch, length) mask of positions whose next token is scored (position t
+    predicts token t + 1); `shift_labels`: those next tokens, row by row."""
+    next_labels = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+    keep = next_labels.ne(IGNORE_INDEX)
+    return {"logits_to_keep": keep, "shift_labels": next_labels[keep]}
 
 
 def pad_views(pixel_values: torch.Tensor, views: int) -> torch.Tensor:
