@@ -16,6 +16,8 @@ from transformers import AutoModelForCausalLM, AutoProcessor, TrainerCallback
 from phi3v_tutorial import pretraining, training
 from phi3v_tutorial.collate import TrainingCollator
 from phi3v_tutorial.data import catalog, rendering
+from phi3v_tutorial.paths import REPO_ROOT
+from phi3v_tutorial.profiles import load_profile, profile_file
 from phi3v_tutorial.prompts import CATALOG_QUESTION, DESCRIBE
 from phi3v_tutorial.training import (
     CatalogExamples,
@@ -378,3 +380,28 @@ def test_wandb_goes_offline_without_a_login_and_online_with_one(tmp_path, monkey
     monkeypatch.setenv("WANDB_MODE", "disabled")  # what CI sets: an explicit mode wins
     configure_wandb(tmp_path / "run")
     assert os.environ["WANDB_MODE"] == "disabled"
+
+
+def notebook_04_settings(profile: dict, output_dir: Path) -> FineTuneSettings:
+    """What notebook 04 builds for a profile: its parameters cell with the profile's values injected (as
+    the runner does), then its settings cell, executed here."""
+    notebook = json.loads((REPO_ROOT / "notebooks" / "04_fine_tuning.ipynb").read_text())
+    sources = ["".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    namespace = {"training": training, "output_dir": output_dir}
+    exec(sources[0], namespace)
+    namespace |= profile
+    exec(next(source for source in sources if "settings_from_profile" in source), namespace)
+    return namespace["settings"]
+
+
+@pytest.mark.parametrize("name", ["tiny", "full"])
+def test_notebook_04_and_the_command_line_build_the_same_settings_from_a_profile(name, tmp_path):
+    profile = load_profile(profile_file(name))
+    from_notebook = notebook_04_settings(profile, tmp_path)
+    args = command_line().parse_args(["--profile", name, "--output-dir", str(tmp_path)])
+    from_command_line = command_line_settings(args, profile, profile["base_model"])
+    assert from_notebook == from_command_line
+    assert (from_notebook.eval_steps, from_notebook.report_to, from_notebook.seed) == (100, profile["report_to"], 0)
+    with_seed = command_line_settings(command_line().parse_args(["--profile", name, "-p", "seed", "7"]),
+                                      load_profile(profile_file(name), {"seed": 7}), profile["base_model"])
+    assert with_seed.seed == 7
