@@ -405,3 +405,9 @@ def test_notebook_04_and_the_command_line_build_the_same_settings_from_a_profile
     with_seed = command_line_settings(command_line().parse_args(["--profile", name, "-p", "seed", "7"]),
                                       load_profile(profile_file(name), {"seed": 7}), profile["base_model"])
     assert with_seed.seed == 7
+
+
+def test_training_prints_a_plain_progress_line_per_logging_step(base_model, rows, tmp_path, capsys):
+    fine_tune(settings(base_model, tmp_path, max_steps=2, logging_steps=1, eval_steps=2), rows.head(4), rows.tail(2))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert lines[0].startswith("step 1/2 (50%): loss ") and any("eval loss" in line for line in lines)
