@@ -2,13 +2,17 @@
 
 One image becomes `num_crops + 1` views of `crop_size` x `crop_size` pixels:
 
-1. RGB; portrait images are transposed so that the work is done on a landscape image.
+1. RGB (high-bit-depth samples scaled to 8 bits, where the original clips them to white);
+   portrait images are transposed so that the work is done on a landscape image.
 2. The largest `scale` with `scale * ceil(scale / ratio) <= num_crops` gives the HD size:
    width `scale * crop_size`, height `int(width / ratio)` (PIL bilinear resize; small images are
    scaled up). The height is padded with white to a multiple of `crop_size`, centred.
 3. Normalised with the CLIP mean and std.
 4. View 0 is the whole HD image resized (bicubic) to one crop: the global view. Views 1.. are
    the HD image cut into crops in row-major order. Unused views are zeros.
+
+Each image is normalised in place and its views are written straight into the batch's output
+tensor: the results are bit for bit the original's, with fewer copies.
 
 `image_sizes` holds the padded HD size (H, W) of each image: the model derives the crop grid
 from it. `num_image_tokens` gives the token count from the image size alone.
@@ -21,6 +25,8 @@ import torch
 from PIL import Image
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 
+from phi3v_tutorial.data.images import to_8_bit
+
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -29,6 +35,8 @@ def hd_size(width: int, height: int, num_crops: int, crop_size: int = 336) -> tu
     """The (width, height) an image of this size is resized to, before padding."""
     if num_crops < 1:
         raise ValueError(f"num_crops must be at least 1, got {num_crops}")
+    if width < 1 or height < 1:
+        raise ValueError(f"a {width}x{height} image is empty: there are no pixels to resize")
     transposed = width < height
     if transposed:
         width, height = height, width
@@ -101,38 +109,53 @@ class Phi3VImageProcessor(BaseImageProcessor):
 
     def hd_image(self, image: Image.Image, num_crops: int) -> Image.Image:
         """RGB image resized to fill the crop budget and padded with white to whole crops."""
-        image = image.convert("RGB")
+        new_width, new_height = hd_size(image.width, image.height, num_crops, self.crop_size)
+        if new_width == 0 or new_height == 0:
+            raise ValueError(
+                f"a {image.width}x{image.height} image is too elongated for {num_crops} crop(s): its short side "
+                "would be resized to 0 pixels"
+            )
+        image = to_8_bit(image).convert("RGB")
         # Portrait images are transposed, processed as landscape and transposed back: PIL resizes
         # in two passes with rounding in between, so this order is part of the exact result.
         transposed = image.width < image.height
         if transposed:
             image = image.transpose(Image.Transpose.TRANSPOSE)
-        new_width, new_height = hd_size(image.width, image.height, num_crops, self.crop_size)
-        if new_height == 0:
-            raise ValueError(
-                f"a {image.width}x{image.height} image is too elongated for {num_crops} crop(s): its short side "
-                "would be resized to 0 pixels"
-            )
+            new_width, new_height = new_height, new_width
         image = image.resize((new_width, new_height), Image.BILINEAR)
         padded_height = math.ceil(new_height / self.crop_size) * self.crop_size
-        canvas = Image.new("RGB", (new_width, padded_height), (255, 255, 255))
-        canvas.paste(image, (0, (padded_height - new_height) // 2))
-        return canvas.transpose(Image.Transpose.TRANSPOSE) if transposed else canvas
+        if padded_height > new_height:
+            canvas = Image.new("RGB", (new_width, padded_height), (255, 255, 255))
+            canvas.paste(image, (0, (padded_height - new_height) // 2))
+            image = canvas
+        return image.transpose(Image.Transpose.TRANSPOSE) if transposed else image
 
     def normalized_tensor(self, image: Image.Image) -> torch.Tensor:
-        """uint8 RGB -> float (3, H, W): to [0, 1], then (x - mean) / std."""
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
+        """uint8 RGB -> float (3, H, W): to [0, 1], then (x - mean) / std, in place."""
+        pixels = torch.empty(3, image.height, image.width)
+        np.copyto(pixels.numpy(), np.asarray(image).transpose(2, 0, 1))  # to float and channels first, one pass
         mean = torch.tensor(self.image_mean).view(3, 1, 1)
         std = torch.tensor(self.image_std).view(3, 1, 1)
-        return (pixels - mean) / std
+        return pixels.div_(255).sub_(mean).div_(std)
 
-    def views(self, hd: torch.Tensor) -> torch.Tensor:
-        """(3, H, W) normalised HD image -> (1 + crops, 3, S, S): global view, then row-major crops."""
+    def global_view(self, hd: torch.Tensor) -> torch.Tensor:
+        """(3, H, W) normalised HD image -> (3, S, S): the whole image resized (bicubic) to one crop."""
         size = self.crop_size
-        global_view = torch.nn.functional.interpolate(hd[None], size=(size, size), mode="bicubic", align_corners=False)
+        if hd.shape[1:] == (size, size):
+            # Bicubic resampling to the same size is the identity, bit for bit: every output pixel
+            # lies exactly on an input pixel, which gets weight 1 and its neighbours weight 0.
+            return hd
+        return torch.nn.functional.interpolate(hd[None], size=(size, size), mode="bicubic", align_corners=False)[0]
+
+    def write_views(self, hd: torch.Tensor, views: torch.Tensor) -> None:
+        """Fill `views` (num_crops + 1, 3, S, S) from the (3, H, W) normalised HD image: the global
+        view, the crops in row-major order, then zeros for the unused views."""
+        size = self.crop_size
         rows, cols = hd.shape[1] // size, hd.shape[2] // size
-        crops = hd.reshape(3, rows, size, cols, size).permute(1, 3, 0, 2, 4).reshape(rows * cols, 3, size, size)
-        return torch.cat([global_view, crops])
+        views[0] = self.global_view(hd)
+        crops = views[1 : 1 + rows * cols].view(rows, cols, 3, size, size)
+        crops.copy_(hd.view(3, rows, size, cols, size).permute(1, 3, 0, 2, 4))
+        views[1 + rows * cols :].zero_()
 
     def preprocess(self, images, num_crops: int | None = None, return_tensors: str | None = "pt", **kwargs) -> BatchFeature:
         if isinstance(images, Image.Image):
@@ -143,16 +166,15 @@ class Phi3VImageProcessor(BaseImageProcessor):
         if num_crops < 1:
             raise ValueError(f"num_crops must be at least 1, got {num_crops}")
 
-        pixel_values, image_sizes, token_counts = [], [], []
-        for image in images:
+        pixel_values = torch.empty(len(images), num_crops + 1, 3, self.crop_size, self.crop_size)
+        image_sizes = []
+        for image, views in zip(images, pixel_values):
             hd = self.normalized_tensor(self.hd_image(image, num_crops))
-            views = self.views(hd)
-            padding = torch.zeros(num_crops + 1 - len(views), *views.shape[1:])
-            pixel_values.append(torch.cat([views, padding]))
+            self.write_views(hd, views)
             image_sizes.append(list(hd.shape[1:]))
-            token_counts.append(self.num_image_tokens(image.width, image.height, num_crops))
+        token_counts = [self.num_image_tokens(image.width, image.height, num_crops) for image in images]
         data = {
-            "pixel_values": torch.stack(pixel_values),
+            "pixel_values": pixel_values,
             "image_sizes": torch.tensor(image_sizes, dtype=torch.long),
             "num_img_tokens": token_counts,
         }
