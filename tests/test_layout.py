@@ -2,7 +2,7 @@
 
 Shared floor: prompts, descriptions, evaluation, generation, collate, sequence_layout, architecture,
 data, phi3v. Training wing: training, pretraining, tiny_base_model. Analysis wing: predictions,
-plots, data.plots. Importing the analysis wing must not load the training wing.
+plots, data.plots, demo, results. Importing the analysis wing must not load the training wing.
 """
 
 import json
@@ -11,7 +11,7 @@ import sys
 
 TRAINING_WING = ["phi3v_tutorial.training", "phi3v_tutorial.pretraining", "phi3v_tutorial.tiny_base_model"]
 ANALYSIS_WING = ["phi3v_tutorial.evaluation", "phi3v_tutorial.descriptions", "phi3v_tutorial.predictions",
-                 "phi3v_tutorial.data.plots", "phi3v_tutorial.plots"]
+                 "phi3v_tutorial.data.plots", "phi3v_tutorial.plots", "phi3v_tutorial.demo", "phi3v_tutorial.results"]
 
 # In a fresh interpreter: import the analysis modules one by one, noting the training modules loaded after each.
 PROBE = f"""
