@@ -4,10 +4,10 @@ import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
-from PIL import Image
+
+from test_predictions import rows, table_with_answers  # noqa: F401  (rows is a fixture)
 
 from phi3v_tutorial import plots, predictions
-from phi3v_tutorial.data import catalog, rendering
 from phi3v_tutorial.evaluation import format_target
 
 matplotlib.use("Agg")  # no window: the tests read the figures' artists
@@ -15,31 +15,10 @@ matplotlib.use("Agg")  # no window: the tests read the figures' artists
 NOISE_FLOOR = 0.08
 
 
-@pytest.fixture(scope="module")
-def rows(tmp_path_factory) -> pd.DataFrame:
-    """Three sample-catalog rows (tote bag 100, backpack 200, umbrella 300), each with a plain picture."""
-    folder = tmp_path_factory.mktemp("pictures")
-    records = []
-    for index, (product_type, colour) in enumerate([("tote bag", "Navy"), ("backpack", "Black"),
-                                                    ("umbrella", "Bright Red")]):
-        path = folder / f"{index}.png"
-        Image.new("RGB", (32, 24), "white").save(path)
-        records.append({"image_path": str(path),
-                        "title": catalog.compose_title(rendering.Look(product_type=product_type, colour=colour)),
-                        "category3_code": catalog.CATEGORIES[product_type][1], "full_price": 100.0 * (index + 1)})
-    return pd.DataFrame(records)
-
-
 @pytest.fixture(autouse=True)
 def close_figures():
     yield
     plt.close("all")
-
-
-def table_with_answers(rows: pd.DataFrame, answers: list[str], monkeypatch) -> pd.DataFrame:
-    """predict_catalog's table for `rows`, the model replaced by fixed answers."""
-    monkeypatch.setattr(predictions, "generate_answers", lambda *args, **kwargs: answers)
-    return predictions.predict_catalog(model=None, processor=None, rows=rows)
 
 
 def inspection_figures(table: pd.DataFrame) -> dict:
