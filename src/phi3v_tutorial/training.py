@@ -102,7 +102,6 @@ class FineTuneSettings:
     scored_logits_only: bool = True  # output layer and loss only at the positions whose next token is scored
     dataloader_workers: int | None = None  # processes preparing batches; None: `loader_workers` chooses per device
     group_by_length: bool = False  # batches of examples of similar length (less padding, less random batches)
-    torch_compile: bool = False
     extra: dict = field(default_factory=dict)  # TrainingArguments overrides
 
     def validate(self) -> None:
@@ -539,7 +538,6 @@ def training_arguments(settings: FineTuneSettings, gradient_checkpointing: bool 
         # seed from the training process's random stream as without workers: the same dropout masks follow
         dataloader_persistent_workers=False,
         train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
-        torch_compile=settings.torch_compile,
         use_cpu=not on_gpu,
     )
     return TrainingArguments(**(arguments | settings.extra))
